@@ -1,0 +1,3 @@
+"""nixtest: test a package set one package at a time."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,408 @@
+"""Test definitions: `package_tests/<package>/tests.yaml`, read and validated.
+
+Every problem becomes a `DefinitionError` naming the file, the test and the
+key; it is attached to the one test it concerns (or to the whole package when
+the file itself cannot be read), so the rest of the set still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from nixtest.errors import DefinitionError
+
+DEFINITIONS_FILE = "tests.yaml"
+DEFAULT_TIMEOUT = 600.0
+
+Kind = Literal["classic", "pytest", "run", "imports"]
+
+TEST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+KEYS = {
+    "script",
+    "run",
+    "imports",
+    "expect",
+    "environment",
+    "secrets",
+    "profile",
+    "skel",
+    "sources",
+    "symlinks",
+    "timeout",
+}
+EXPECT_KEYS = {"exit", "stdout", "stderr"}
+#: nixtest sets these itself; a definition may not
+RESERVED_ENV = {"HOME", "TMPDIR"}
+
+
+@dataclass(frozen=True)
+class Expect:
+    exit: int = 0
+    stdout: tuple[str, ...] = ()
+    stderr: tuple[str, ...] = ()
+
+    @property
+    def has_patterns(self) -> bool:
+        return bool(self.stdout or self.stderr)
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symlink in the working directory: to a profile of `packages`, or to `path`."""
+
+    name: str
+    packages: tuple[str, ...] = ()
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class TestDef:
+    """One valid test of one package."""
+
+    package: str
+    name: str
+    file: Path
+    kind: Kind
+    script: Path | None = None
+    run: str | None = None
+    imports: tuple[str, ...] = ()
+    expect: Expect = field(default_factory=Expect)
+    environment: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    profile: tuple[str, ...] = ()
+    skel: Path | None = None
+    sources: dict[str, Path] = field(default_factory=dict)
+    symlinks: tuple[Symlink, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    #: True when the definition gave its own timeout
+    timeout_set: bool = False
+
+    @property
+    def package_dir(self) -> Path:
+        return self.file.parent
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.package}::{self.name}"
+
+    def packages_needed(self) -> set[str]:
+        """Every package the test's profiles name."""
+        needed = set(self.profile)
+        for link in self.symlinks:
+            needed.update(link.packages)
+        return needed
+
+
+@dataclass(frozen=True)
+class BadTest:
+    """A test (or a whole package, when `name` is the file's) that could not be read."""
+
+    package: str
+    name: str
+    file: Path
+    error: DefinitionError
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.package}::{self.name}"
+
+
+Definition = Union[TestDef, BadTest]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def display_path(path: Path) -> str:
+    """A path as the user wants to read it: relative to the current folder when below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def find_packages(tests_dir: Path) -> list[Path]:
+    """The package folders below `tests_dir`, sorted by name."""
+    if not tests_dir.is_dir():
+        return []
+    return sorted(
+        (p for p in tests_dir.iterdir() if (p / DEFINITIONS_FILE).is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def load_package(package_dir: Path) -> list[Definition]:
+    """Every test of one package folder, each valid or carrying its error."""
+    package_dir = package_dir.resolve()
+    file = package_dir / DEFINITIONS_FILE
+    package = package_dir.name
+    shown = display_path(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError) as exc:
+        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, _why(exc)))]
+    except yaml.YAMLError as exc:
+        problem = "malformed YAML: " + " ".join(str(exc).split())
+        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, problem))]
+    if not isinstance(data, dict):
+        err = DefinitionError(shown, None, None, f"must be a mapping with key 'tests', got {_typename(data)}")
+        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+    extra = sorted(str(k) for k in data if k != "tests")
+    if extra or "tests" not in data:
+        problem = f"unknown key {extra[0]!r}" if extra else "missing key 'tests'"
+        key = extra[0] if extra else "tests"
+        err = DefinitionError(shown, None, key, problem + "; the file holds one key, 'tests'")
+        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+    tests = data["tests"]
+    if not isinstance(tests, dict) or not tests:
+        err = DefinitionError(
+            shown, None, "tests", f"must be a non-empty mapping of test names, got {_typename(tests)}"
+        )
+        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+    result: list[Definition] = []
+    for raw_name, body in tests.items():
+        name = str(raw_name)
+        try:
+            result.append(_parse_test(package, name, file, shown, body))
+        except DefinitionError as err:
+            safe = name if TEST_NAME.match(name) and name not in (".", "..") else _safe_name(name)
+            result.append(BadTest(package, safe, file, err))
+    return result
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60].strip(".") or "invalid-name"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return " ".join(str(exc).split())
+
+
+def _typename(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+class _Checker:
+    """Validates one test's mapping, raising errors that name file, test and key."""
+
+    def __init__(self, file: Path, shown: str, test: str) -> None:
+        self.file = file
+        self.shown = shown
+        self.test = test
+        self.base = file.parent
+
+    def fail(self, key: str | None, problem: str) -> DefinitionError:
+        return DefinitionError(self.shown, self.test, key, problem)
+
+    def string(self, key: str, value: Any, *, empty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {_typename(value)}")
+        if not empty and not value.strip():
+            raise self.fail(key, "must not be empty")
+        if "\0" in value:
+            raise self.fail(key, "must not contain a NUL character")
+        return value
+
+    def string_list(self, key: str, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            raise self.fail(key, f"must be a list of strings, got a string (write [{value}])")
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of strings, got {_typename(value)}")
+        return tuple(self.string(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+    def path(self, key: str, value: Any, *, directory: bool | None = None) -> Path:
+        text = self.string(key, value)
+        if os.path.isabs(text):
+            raise self.fail(key, f"must be relative to the package's folder, got {text!r}")
+        path = (self.base / text).resolve()
+        if not path.exists():
+            raise self.fail(key, f"no such file or folder: {display_path(self.base / text)}")
+        if directory is True and not path.is_dir():
+            raise self.fail(key, f"must be a folder: {display_path(self.base / text)}")
+        if directory is False and not path.is_file():
+            raise self.fail(key, f"must be a file: {display_path(self.base / text)}")
+        return path
+
+    def relative_name(self, key: str, name: Any) -> str:
+        text = self.string(key, name)
+        parts = Path(text).parts
+        if os.path.isabs(text) or ".." in parts or text in (".", "profile"):
+            raise self.fail(key, f"must be a name inside the working directory, got {text!r}")
+        return text
+
+    def pattern(self, key: str, value: Any) -> tuple[str, ...]:
+        patterns: tuple[str, ...] = (value,) if isinstance(value, str) else self.string_list(key, value)
+        for i, pat in enumerate(patterns):
+            try:
+                re.compile(pat, re.MULTILINE)
+            except re.error as exc:
+                where = key if isinstance(value, str) else f"{key}[{i}]"
+                raise self.fail(where, f"not a valid regular expression: {exc}") from None
+        return patterns
+
+
+def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> TestDef:
+    check = _Checker(file, shown, name)
+    if not TEST_NAME.match(name) or name in (".", ".."):
+        raise check.fail(None, "a test name holds only letters, digits, '-', '_' and '.'")
+    if not isinstance(body, dict):
+        raise check.fail(None, f"must be a mapping of keys, got {_typename(body)}")
+    for key in body:
+        if key not in KEYS:
+            raise check.fail(str(key), f"unknown key; known keys: {', '.join(sorted(KEYS))}")
+    given = [k for k in ("script", "run", "imports") if k in body]
+    if len(given) != 1:
+        problem = "needs exactly one of 'script', 'run', 'imports'"
+        raise check.fail(given[1] if len(given) > 1 else None, problem + (f", got {given}" if given else ""))
+
+    kind: Kind
+    script = run = None
+    imports: tuple[str, ...] = ()
+    if "script" in body:
+        script = check.path("script", body["script"], directory=False)
+        kind = "pytest" if re.match(r"^test_.*\.py$", script.name) else "classic"
+    elif "run" in body:
+        run = check.string("run", body["run"])
+        kind = "run"
+    else:
+        imports = check.string_list("imports", body["imports"])
+        if not imports:
+            raise check.fail("imports", "must name at least one module")
+        for i, module in enumerate(imports):
+            if not MODULE_NAME.match(module):
+                raise check.fail(f"imports[{i}]", f"not a module name: {module!r}")
+        kind = "imports"
+
+    expect = Expect()
+    if "expect" in body:
+        if kind != "run":
+            raise check.fail("expect", "only a 'run' test has 'expect'")
+        raw = body["expect"]
+        if not isinstance(raw, dict):
+            raise check.fail("expect", f"must be a mapping, got {_typename(raw)}")
+        for key in raw:
+            if key not in EXPECT_KEYS:
+                raise check.fail(f"expect.{key}", "unknown key; known keys: exit, stdout, stderr")
+        code = raw.get("exit", 0)
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise check.fail("expect.exit", f"must be an exit code 0-255, got {code!r}")
+        expect = Expect(
+            exit=code,
+            stdout=check.pattern("expect.stdout", raw["stdout"]) if "stdout" in raw else (),
+            stderr=check.pattern("expect.stderr", raw["stderr"]) if "stderr" in raw else (),
+        )
+
+    environment: dict[str, str] = {}
+    raw_env = body.get("environment", {})
+    if not isinstance(raw_env, dict):
+        raise check.fail("environment", f"must be a mapping, got {_typename(raw_env)}")
+    for var, value in raw_env.items():
+        key = f"environment.{var}"
+        if not isinstance(var, str) or not ENV_NAME.match(var):
+            raise check.fail(key, "not a variable name (letters, digits, '_')")
+        if var in RESERVED_ENV:
+            raise check.fail(key, f"{var} is set by nixtest to point into the working directory")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise check.fail(key, f"must be a string, got {_typename(value)}")
+        environment[var] = check.string(key, str(value), empty=True)
+
+    secrets = check.string_list("secrets", body.get("secrets", []))
+    for i, secret in enumerate(secrets):
+        if not ENV_NAME.match(secret):
+            raise check.fail(f"secrets[{i}]", f"not a variable name: {secret!r}")
+        if secret in environment or secret in RESERVED_ENV:
+            raise check.fail(f"secrets[{i}]", f"{secret} is also set by the test or by nixtest")
+
+    profile = check.string_list("profile", body["profile"]) if "profile" in body else (package,)
+    skel = check.path("skel", body["skel"], directory=True) if "skel" in body else None
+
+    sources: dict[str, Path] = {}
+    raw_sources = body.get("sources", {})
+    if not isinstance(raw_sources, dict):
+        raise check.fail("sources", f"must be a mapping of names to paths, got {_typename(raw_sources)}")
+    for dest, src in raw_sources.items():
+        key = f"sources.{dest}"
+        sources[check.relative_name(key, dest)] = check.path(key, src)
+
+    links: list[Symlink] = []
+    raw_links = body.get("symlinks", {})
+    if not isinstance(raw_links, dict):
+        raise check.fail("symlinks", f"must be a mapping of names, got {_typename(raw_links)}")
+    for link_name, target in raw_links.items():
+        key = f"symlinks.{link_name}"
+        link = check.relative_name(key, link_name)
+        if isinstance(target, list):
+            links.append(Symlink(link, packages=check.string_list(key, target)))
+        elif isinstance(target, str):
+            path = Path(target) if os.path.isabs(target) else check.path(key, target)
+            if not os.path.lexists(path):
+                raise check.fail(key, f"no such file or folder: {target}")
+            links.append(Symlink(link, path=path))
+        else:
+            raise check.fail(key, f"must be a list of packages or a path, got {_typename(target)}")
+
+    timeout = DEFAULT_TIMEOUT
+    if "timeout" in body:
+        raw_timeout = body["timeout"]
+        if isinstance(raw_timeout, bool) or not isinstance(raw_timeout, (int, float)) or raw_timeout <= 0:
+            raise check.fail("timeout", f"must be a positive number of seconds, got {raw_timeout!r}")
+        timeout = float(raw_timeout)
+
+    return TestDef(
+        package=package,
+        name=name,
+        file=file,
+        kind=kind,
+        script=script,
+        run=run,
+        imports=imports,
+        expect=expect,
+        environment=environment,
+        secrets=secrets,
+        profile=profile,
+        skel=skel,
+        sources=sources,
+        symlinks=tuple(links),
+        timeout=timeout,
+        timeout_set="timeout" in body,
+    )

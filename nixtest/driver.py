@@ -1,0 +1,467 @@
+"""The test driver: runs one test inside its wrapper, in the test's environment.
+
+A wrapper calls `python -I -m nixtest.driver --spec JSON`; nothing here needs
+a nixtest session.  Each checked action is a step, appended as one JSON line to
+the `--result` file (so a test killed half-way still tells what it did), and
+the exit code says the outcome: 0 passed, 1 failed, 3 error, 5 skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Callable
+
+from nixtest.capture import Masker, Tail, mask_text, pump
+from nixtest.results import Step
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
+#: output kept per step in the result file (the full output goes to the log)
+STEP_TAIL = 64 * 1024
+#: output kept per stream for `expect` patterns to match against
+MATCH_LIMIT = 16 * 1024 * 1024
+
+
+class StepFailed(Exception):
+    """A `succeeds`/`fails` step whose command did not do what was expected."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__(step.detail or step.message)
+        self.step = step
+
+
+class Recorder:
+    """Writes the steps and the end of a test to the result file, as JSON lines."""
+
+    def __init__(self, path: str | None, secrets: list[str]) -> None:
+        self.file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self.secrets = secrets
+        self.steps: list[Step] = []
+
+    def step(self, step: Step) -> Step:
+        step.message = mask_text(step.message, self.secrets)
+        step.command = mask_text(step.command, self.secrets)
+        step.detail = mask_text(step.detail, self.secrets)
+        step.output = [(s, mask_text(t, self.secrets)) for s, t in step.output]
+        self.steps.append(step)
+        self._write({"type": "step", **asdict(step)})
+        return step
+
+    def end(self, outcome: str, message: str) -> None:
+        self._write({"type": "end", "outcome": outcome, "message": mask_text(message, self.secrets)})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+
+def run_process(
+    argv: list[str] | None,
+    popen: Callable[[], subprocess.Popen[bytes]] | None = None,
+    keep: int = STEP_TAIL,
+    secrets: list[str] | None = None,
+    match_limit: int = 0,
+) -> tuple[int, Tail, dict[str, Tail]]:
+    """Runs a command, teeing its output to ours; returns (exit code, tail, per-stream text)."""
+    if popen is None:
+        assert argv is not None
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    else:
+        proc = popen()
+        if proc.stdin is not None:
+            proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    tail = Tail(keep)
+    per_stream = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)}
+    sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    maskers = {s: Masker(secrets or []) for s in sinks}
+
+    def on_data(stream: str, data: bytes) -> None:
+        sinks[stream].write(data)
+        sinks[stream].flush()
+        masked = maskers[stream].feed(data)
+        tail.add(stream, masked)
+        if match_limit:
+            per_stream[stream].add(stream, data)
+
+    pump({proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}, on_data)
+    for stream, masker in maskers.items():
+        tail.add(stream, masker.flush())
+    code = proc.wait()
+    return code, tail, per_stream
+
+
+def _step_from(
+    message: str, command: str, code: int, tail: Tail, start: float, ok: bool, expected: str
+) -> Step:
+    return Step(
+        message=message,
+        command=command,
+        exit_code=code,
+        outcome="passed" if ok else "failed",
+        expected=expected,
+        output=tail.text_chunks(),
+        output_dropped=tail.dropped,
+        start=start,
+        end=time.time(),
+        detail="" if ok else f"{command!s} exited {code}, expected {expected}",
+    )
+
+
+# --------------------------------------------------------------------------- classic scripts
+
+
+class Expectation:
+    """`cmd & succeeds("msg")`: runs `cmd` as a step that must exit 0 (or non-zero)."""
+
+    def __init__(self, driver: Driver, message: str, success: bool) -> None:
+        self.driver = driver
+        self.message = message
+        self.success = success
+
+    def __rand__(self, cmd: Any) -> str:
+        start = time.time()
+        expected = "0" if self.success else "non-zero"
+        code, tail, per_stream = run_process(
+            None, popen=cmd.popen, secrets=self.driver.secrets, match_limit=STEP_TAIL
+        )
+        ok = (code == 0) == self.success
+        step = self.driver.recorder.step(_step_from(self.message, str(cmd), code, tail, start, ok, expected))
+        if not ok:
+            raise StepFailed(step)
+        return per_stream["stdout"].text()
+
+
+class Checker:
+    """`succeeds` and `fails`: callable with a message, or used bare as `cmd & succeeds`."""
+
+    def __init__(self, driver: Driver, success: bool) -> None:
+        self.driver = driver
+        self.success = success
+
+    def __call__(self, msg: str = "") -> Expectation:
+        return Expectation(self.driver, msg, self.success)
+
+    def __rand__(self, cmd: Any) -> str:
+        return Expectation(self.driver, "", self.success).__rand__(cmd)
+
+
+def envvars(profile: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables a profile gives a test (see DESIGN.md, Profiles)."""
+    from nixtest.profiles import profile_env
+
+    return profile_env(Path(profile))
+
+
+def absjoin(*parts: str) -> str:
+    return os.path.abspath(os.path.join(*parts))
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+class Driver:
+    def __init__(self, spec: dict[str, Any], result: str | None, ipdb: bool) -> None:
+        self.spec = spec
+        self.ipdb = ipdb
+        self.secrets = [os.environ[s] for s in spec.get("secrets", []) if os.environ.get(s)]
+        self.recorder = Recorder(result, self.secrets)
+        self.name = f"{spec['package']}::{spec['test']}"
+
+    def run(self) -> int:
+        kind = self.spec["kind"]
+        try:
+            outcome, message = getattr(self, f"run_{kind}")()
+        except KeyboardInterrupt:
+            outcome, message = "failed", "interrupted"
+        except Exception as exc:  # the one place where a driver error becomes an outcome
+            outcome, message = "error", f"nixtest driver: {type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        self.recorder.end(outcome, message)
+        if outcome != "passed":
+            print(f"nixtest: {self.name} {outcome}: {mask_text(message, self.secrets)}", file=sys.stderr)
+        return {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "skipped": EXIT_SKIPPED}.get(
+            outcome, EXIT_ERROR
+        )
+
+    # classic nixtest scripts ------------------------------------------------
+
+    def run_classic(self) -> tuple[str, str]:
+        import logging
+
+        from plumbum import local
+
+        script = Path(self.spec["script"])
+        log = logging.getLogger(f"nixtest.{self.spec['package']}.{self.spec['test']}")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        namespace: dict[str, Any] = {
+            "__name__": "__main__",
+            "__file__": str(script),
+            "__builtins__": __builtins__,
+            "local": local,
+            "log": log,
+            "succeeds": Checker(self, True),
+            "fails": Checker(self, False),
+            "envvars": envvars,
+            "absjoin": absjoin,
+        }
+        code = compile(script.read_bytes(), str(script), "exec")
+        sys.path.insert(0, str(script.parent))
+        sys.argv = [str(script)]
+        try:
+            exec(code, namespace)
+        except StepFailed as exc:
+            self._post_mortem(exc, str(script))
+            step = exc.step
+            index = self.recorder.steps.index(step) + 1
+            where = f" at step {index} {step.message!r}" if step.message else f" at step {index}"
+            return "failed", f"failed{where}: {step.detail}"
+        except SystemExit as exc:
+            if exc.code in (None, 0):
+                return "passed", ""
+            return "failed", f"the script exited with {exc.code!r}"
+        except Exception as exc:
+            _print_from_script(exc, str(script))
+            self._post_mortem(exc, str(script))
+            line = _script_line(exc.__traceback__, str(script))
+            at = f" (line {line})" if line else ""
+            return "failed", f"{type(exc).__name__}{at}: {exc}"
+        return "passed", ""
+
+    def _post_mortem(self, exc: BaseException, script: str) -> None:
+        if not self.ipdb:
+            return
+        tb = _cut_at_script(exc.__traceback__, script)
+        print(f"nixtest: {self.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        import ipdb
+
+        ipdb.post_mortem(tb)
+
+    # pytest-style modules -----------------------------------------------------
+
+    def run_pytest(self) -> tuple[str, str]:
+        import pytest
+
+        script = Path(self.spec["script"])
+        workdir = Path.cwd()
+        ini = workdir / ".nixtest-pytest.ini"
+        ini.write_text("[pytest]\n")
+        sys.dont_write_bytecode = True
+        plugin = make_module_plugin(self, workdir)
+        args = [
+            str(script),
+            "-c",
+            str(ini),
+            "--rootdir",
+            str(script.parent),
+            "--confcutdir",
+            str(script.parent),
+            "--import-mode=importlib",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:nixtest",
+            "-p",
+            "no:xdist",
+            "-rfEs",
+        ]
+        if self.ipdb:
+            args += ["--pdb", "--pdbcls=IPython.terminal.debugger:TerminalPdb", "-s", "-x"]
+        code = pytest.main(args, plugins=[plugin])
+        ini.unlink()
+        steps = self.recorder.steps
+        bad = [s for s in steps if s.outcome in ("failed", "error")]
+        if bad:
+            return "failed", f"failed at step {steps.index(bad[0]) + 1} {bad[0].message!r}: {bad[0].detail}"
+        if not steps:
+            return "failed", f"pytest found no test in {script.name} (exit code {int(code)})"
+        if int(code) not in (0, 5):
+            return "failed", f"pytest exited {int(code)}"
+        if all(s.outcome == "skipped" for s in steps):
+            return "skipped", steps[0].detail or "every test function was skipped"
+        return "passed", ""
+
+    # imports ------------------------------------------------------------------
+
+    def run_imports(self) -> tuple[str, str]:
+        python = _which("python3") or _which("python")
+        if python is None:
+            return "error", "no python3 on the test's PATH: add a Python package to its profile"
+        failed: Step | None = None
+        for module in self.spec["imports"]:
+            start = time.time()
+            argv = [python, "-c", f"import {module}"]
+            code, tail, _ = run_process(argv, secrets=self.secrets)
+            step = self.recorder.step(
+                _step_from(f"import {module}", shlex.join(argv), code, tail, start, code == 0, "0")
+            )
+            if code != 0 and failed is None:
+                failed = step
+        if failed is not None:
+            index = self.recorder.steps.index(failed) + 1
+            return "failed", f"failed at step {index} {failed.message!r}: {failed.detail}"
+        return "passed", ""
+
+    # run + expect ---------------------------------------------------------------
+
+    def run_run(self) -> tuple[str, str]:
+        command = self.spec["run"]
+        expect = self.spec.get("expect", {})
+        start = time.time()
+        code, tail, streams = run_process(
+            ["/bin/sh", "-c", command], secrets=self.secrets, match_limit=MATCH_LIMIT
+        )
+        wanted = int(expect.get("exit", 0))
+        problems = []
+        if code != wanted:
+            problems.append(f"exited {code}, expected {wanted}")
+        for stream in ("stdout", "stderr"):
+            text = streams[stream].text()
+            for pattern in expect.get(stream, []):
+                if not re.search(pattern, text, re.MULTILINE):
+                    problems.append(f"{stream} does not match {pattern!r}")
+        step = _step_from(command, command, code, tail, start, not problems, str(wanted))
+        step.detail = "; ".join(problems)
+        self.recorder.step(step)
+        if problems:
+            return "failed", f"{command!r} " + "; ".join(problems)
+        return "passed", ""
+
+
+def make_module_plugin(driver: Driver, workdir: Path) -> object:
+    """Fixtures for pytest-style package tests, and a step per test function.
+
+    Made on demand so that other kinds of test never import pytest.
+    """
+    import pytest
+
+    class ModulePlugin:
+        @pytest.fixture
+        def package(self) -> str:
+            """The name of the package under test."""
+            return str(driver.spec["package"])
+
+        @pytest.fixture
+        def local(self) -> Any:
+            """plumbum's `local`, bound to the test's environment and working directory."""
+            from plumbum import local
+
+            with local.cwd(workdir):
+                yield local
+
+        @pytest.fixture
+        def workdir(self) -> Path:
+            """The test's fresh working directory."""
+            return workdir
+
+        @pytest.fixture
+        def profile(self) -> Path:
+            """The test's profile directory."""
+            return Path(driver.spec.get("profile") or workdir / "profile")
+
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            if report.when == "call" or report.outcome != "passed":
+                driver.recorder.step(_step_from_report(report))
+
+    return ModulePlugin()
+
+
+def _step_from_report(report: Any) -> Step:
+    name = report.nodeid.split("::", 1)[-1]
+    if report.when != "call":
+        name += f" ({report.when})"
+    outcome = report.outcome
+    if report.when != "call" and outcome == "failed":
+        outcome = "error"
+    detail = ""
+    if outcome == "skipped" and isinstance(report.longrepr, tuple):
+        detail = str(report.longrepr[2])
+    elif outcome != "passed":
+        text = str(getattr(report.longrepr, "reprcrash", None) or report.longreprtext).strip()
+        detail = text.splitlines()[-1] if text else outcome
+    output = [(s, t) for s, t in (("stdout", report.capstdout), ("stderr", report.capstderr)) if t]
+    if report.longreprtext and outcome in ("failed", "error"):
+        output.append(("stderr", report.longreprtext[-STEP_TAIL:]))
+    return Step(
+        message=name,
+        command=f"pytest {report.nodeid}",
+        outcome=outcome,
+        output=output,
+        start=report.start,
+        end=report.stop,
+        detail=detail,
+    )
+
+
+def _which(name: str) -> str | None:
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, name)
+        if folder and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _script_line(tb: TracebackType | None, script: str) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == script:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _print_from_script(exc: BaseException, script: str) -> None:
+    """The traceback from the script's first frame on: nixtest's own frames say nothing."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+
+
+def _cut_at_script(tb: TracebackType | None, script: str) -> TracebackType | None:
+    """The traceback up to the script's innermost frame, so a debugger opens there."""
+    last = None
+    entry = tb
+    while entry is not None:
+        if entry.tb_frame.f_code.co_filename == script:
+            last = entry
+        entry = entry.tb_next
+    if last is not None:
+        last.tb_next = None
+    return tb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nixtest.driver")
+    parser.add_argument("--spec", required=True, help="the test, as JSON")
+    parser.add_argument("--result", help="append steps to this file, as JSON lines")
+    parser.add_argument("--ipdb", action="store_true")
+    args = parser.parse_args(argv)
+    # The wrapper hands LD_LIBRARY_PATH over under another name, so that the
+    # profile's libraries reach the test's commands but not this interpreter.
+    hidden = os.environ.pop("NIXTEST_LD_LIBRARY_PATH", None)
+    if hidden is not None:
+        os.environ["LD_LIBRARY_PATH"] = hidden
+    spec = json.loads(args.spec)
+    return Driver(spec, args.result, args.ipdb).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The pytest side of a package test: a collector per package folder, an item per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nixtest.definitions import Definition, load_package
+from nixtest.results import TestResult
+from nixtest.runner import Context, Prepared, execute, format_failure, prepare
+
+RESULT_PROPERTY = "nixtest_result"
+
+
+class PackageFolder(pytest.Directory):
+    """`package_tests/<package>/`: its tests come from `tests.yaml`, never from importing its files."""
+
+    def collect(self) -> Iterator[PackageTest]:
+        for definition in load_package(self.path):
+            yield PackageTest.from_parent(self, name=definition.name, definition=definition)
+
+
+class PackageTest(pytest.Item):
+    def __init__(self, *, definition: Definition, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.definition = definition
+        self.prepared: Prepared | None = None
+
+    @property
+    def context(self) -> Context:
+        context: Context = self.config.stash[CONTEXT_KEY]
+        return context
+
+    def reportinfo(self) -> tuple[Path, None, str]:
+        return self.path / "tests.yaml", None, self.definition.nodeid
+
+    def _record(self, result: TestResult) -> None:
+        self.user_properties.append((RESULT_PROPERTY, result.to_json()))
+
+    def setup(self) -> None:
+        prepared = prepare(self.definition, self.context)
+        if isinstance(prepared, TestResult):
+            self._record(prepared)
+            # pytrace=False: a definition error is one line, not a traceback
+            pytest.fail(format_failure(prepared), pytrace=False)
+        self.prepared = prepared
+
+    def runtest(self) -> None:
+        assert self.prepared is not None
+        result = execute(self.prepared, self.context)
+        self._record(result)
+        if result.outcome == "skipped":
+            pytest.skip(result.message)
+        if result.outcome != "passed":
+            pytest.fail(format_failure(result), pytrace=False)
+
+
+CONTEXT_KEY = pytest.StashKey[Context]()

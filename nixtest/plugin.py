@@ -1,0 +1,125 @@
+"""The pytest plugin: options, hooks, registration.  The work lives in the other modules."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nixtest.definitions import DEFINITIONS_FILE
+from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, PackageFolder
+from nixtest.results import RunSummary, TestResult
+from nixtest.runner import Context
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nixtest", "nixtest package tests")
+    env = os.environ.get
+    group.addoption(
+        "--nixtest-set",
+        default=env("NIXTEST_SET", "host"),
+        metavar="SPEC",
+        help="package set: host, prefix:FILE or nix:FILE (env NIXTEST_SET; default host)",
+    )
+    group.addoption(
+        "--nixtest-out",
+        default=env("NIXTEST_OUT", "nixtest-out"),
+        metavar="DIR",
+        help="output folder for reports, logs and wrappers (env NIXTEST_OUT; default nixtest-out)",
+    )
+    group.addoption(
+        "--nixtest-timeout",
+        type=float,
+        default=env("NIXTEST_TIMEOUT") or None,
+        metavar="S",
+        help="timeout in seconds for tests that set none (env NIXTEST_TIMEOUT; default 600)",
+    )
+    group.addoption(
+        "--nixtest-state",
+        default=env("NIXTEST_STATE") or None,
+        metavar="DIR",
+        help="state folder for profiles (env NIXTEST_STATE)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    kwargs: dict[str, Any] = {
+        "set_spec": config.getoption("nixtest_set"),
+        "out": Path(config.getoption("nixtest_out")),
+        "timeout": config.getoption("nixtest_timeout"),
+    }
+    if config.getoption("nixtest_state"):
+        kwargs["state"] = Path(config.getoption("nixtest_state"))
+    config.stash[CONTEXT_KEY] = Context(**kwargs)
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ResultCollector(config), "nixtest-results")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is not None:
+        context.close()
+
+
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if (path / DEFINITIONS_FILE).is_file():
+        return PackageFolder.from_parent(parent, path=path)
+    return None
+
+
+class ResultCollector:
+    """On the controller (also under pytest-xdist): gathers results, writes the reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: dict[str, TestResult] = {}
+        self.start = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == RESULT_PROPERTY:
+                self.results[report.nodeid] = TestResult.from_json(str(value))
+                return
+        if report.failed and report.nodeid not in self.results:
+            self._lost(report)
+
+    def _lost(self, report: pytest.TestReport) -> None:
+        """A package test that ended with no result of its own: its worker crashed."""
+        path, _, name = report.nodeid.partition("::")
+        folder = self.config.rootpath / path
+        if not name or not (folder / DEFINITIONS_FILE).is_file():
+            return
+        text = report.longreprtext.strip().splitlines()
+        self.results[report.nodeid] = TestResult(
+            package=folder.name,
+            test=name,
+            outcome="error",
+            message=text[-1] if text else "the test ended without a result",
+            start=report.start,
+            end=report.stop,
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.results:
+            return
+        from nixtest.reports import write_reports
+
+        context = self.config.stash[CONTEXT_KEY]
+        summary = RunSummary(
+            results=list(self.results.values()),
+            set_spec=context.set_spec,
+            out_dir=str(context.out),
+            start=self.start,
+            end=time.time(),
+            interrupted=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop),
+        )
+        write_reports(summary, context.out)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.results:
+            out = self.config.stash[CONTEXT_KEY].out
+            terminalreporter.write_line(f"nixtest: reports, logs and wrappers in {out}")

@@ -1,0 +1,288 @@
+"""From a definition to a result: profile, wrapper, run, outcome.
+
+`prepare` and `execute` are the one place where exceptions become outcomes:
+a `NixtestError` while preparing is an *error* (the test could not be set up),
+anything the test itself did wrong is a *failure*.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nixtest.definitions import BadTest, Definition, TestDef, display_path
+from nixtest.errors import DefinitionError, NixtestError, UnknownPackage
+from nixtest.execution import run_supervised
+from nixtest.packagesets import PackageSet, load_set
+from nixtest.profiles import Profile, build_profile, default_state_dir
+from nixtest.results import Step, TestResult
+from nixtest.wrappers import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_PASSED,
+    EXIT_SKIPPED,
+    EXIT_USAGE,
+    WrapperPlan,
+    write_wrapper,
+)
+
+
+@dataclass
+class Context:
+    """What every test of a run shares: the set, the folders, the interpreter."""
+
+    set_spec: str = "host"
+    out: Path = Path("nixtest-out")
+    state: Path = field(default_factory=default_state_dir)
+    #: overrides the default timeout of tests that do not set their own
+    timeout: float | None = None
+    python: str = sys.executable
+    _pset: PackageSet | None = None
+    _profiles: dict[tuple[str, ...], Profile] = field(default_factory=dict)
+    _scratch: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Path(os.path.abspath(self.out))
+        self.state = Path(os.path.abspath(self.state))
+
+    @property
+    def pset(self) -> PackageSet:
+        if self._pset is None:
+            self._pset = load_set(self.set_spec)
+        return self._pset
+
+    def profile(self, packages: tuple[str, ...]) -> Profile:
+        key = tuple(sorted(set(packages)))
+        if key not in self._profiles:
+            self._profiles[key] = build_profile(self.pset, key, self.state)
+        return self._profiles[key]
+
+    @property
+    def scratch(self) -> Path:
+        """A private folder for working directories and result files, removed at the end."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="nixtest-run-"))
+            # the wrapper may run as another user only by hand; ours run as us
+            os.chmod(self._scratch, 0o755)
+        return self._scratch
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            _remove_tree(self._scratch)
+            self._scratch = None
+
+
+@dataclass
+class Prepared:
+    test: TestDef
+    plan: WrapperPlan
+    wrapper: Path
+    warnings: list[str]
+
+
+def error_result(defn: Definition, message: str, wrapper: str = "") -> TestResult:
+    now = time.time()
+    return TestResult(
+        package=defn.package,
+        test=defn.name,
+        outcome="error",
+        message=message,
+        kind=getattr(defn, "kind", ""),
+        start=now,
+        end=now,
+        wrapper=wrapper,
+    )
+
+
+def prepare(defn: Definition, ctx: Context) -> Prepared | TestResult:
+    """Builds the test's profiles and writes its wrapper; an error result if it cannot."""
+    if isinstance(defn, BadTest):
+        return error_result(defn, defn.error.message)
+    try:
+        return _prepare(defn, ctx)
+    except NixtestError as exc:
+        return error_result(defn, exc.message)
+    except OSError as exc:
+        return error_result(defn, f"{display_path(defn.file)}: test {defn.name!r}: {exc}")
+
+
+def _prepare(test: TestDef, ctx: Context) -> Prepared:
+    shown = display_path(test.file)
+    if not ctx.pset.has(test.package):
+        raise DefinitionError(
+            shown, test.name, None, f"package {test.package!r} is not in the package set {ctx.set_spec!r}"
+        )
+    warnings: list[str] = []
+
+    def profile_of(packages: tuple[str, ...], key: str) -> Profile:
+        try:
+            profile = ctx.profile(packages)
+        except UnknownPackage as exc:
+            raise DefinitionError(
+                shown, test.name, key, f"package {exc.name!r} is not in the package set {ctx.set_spec!r}"
+            ) from None
+        warnings.extend(f"profile {'+'.join(packages)}: collision: {c}" for c in profile.collisions)
+        return profile
+
+    profile = profile_of(test.profile, "profile")
+    links: dict[str, Path] = {}
+    for link in test.symlinks:
+        if link.path is not None:
+            links[link.name] = link.path
+        else:
+            links[link.name] = profile_of(link.packages, f"symlinks.{link.name}").path
+    plan = WrapperPlan(test=test, profile=profile.path, python=ctx.python, links=links)
+    wrapper = write_wrapper(plan, ctx.out)
+    return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=warnings)
+
+
+def execute(prepared: Prepared, ctx: Context) -> TestResult:
+    """Runs a prepared test's wrapper and reads what it did."""
+    test = prepared.test
+    timeout = test.timeout if (test.timeout_set or ctx.timeout is None) else ctx.timeout
+    scratch = Path(tempfile.mkdtemp(prefix=f"{test.package}.{test.name}.", dir=ctx.scratch))
+    result_file = scratch / "result.jsonl"
+    workdir = scratch / "work"
+    log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
+    secrets = [os.environ[s] for s in test.secrets if os.environ.get(s)]
+    argv = [str(prepared.wrapper), "--workdir", str(workdir), "--result", str(result_file)]
+    result = TestResult(
+        package=test.package,
+        test=test.name,
+        kind=test.kind,
+        command=[str(prepared.wrapper)],
+        wrapper=str(prepared.wrapper),
+        log_path=str(log_path),
+        warnings=list(prepared.warnings),
+        profile=str(prepared.plan.profile),
+    )
+    try:
+        run = run_supervised(argv, log_path=log_path, timeout=timeout, secrets=secrets)
+    except NixtestError as exc:
+        result.outcome, result.message, result.end = "error", exc.message, time.time()
+        return result
+    finally:
+        records = _read_records(result_file)
+        _remove_tree(scratch)
+    result.start, result.end = run.start, run.end
+    result.exit_code = run.exit_code
+    result.timed_out = run.timed_out
+    result.output = run.output.text_chunks()
+    result.output_dropped = run.output.dropped
+    end: dict[str, Any] = {}
+    for record in records:
+        if record.get("type") == "step":
+            record.pop("type")
+            result.steps.append(Step.from_dict(record))
+        elif record.get("type") == "end":
+            end = record
+        elif record.get("type") == "exit" and test.run is not None:
+            code = int(record["exit_code"])
+            result.steps.append(
+                Step(
+                    message=test.run,
+                    command=test.run,
+                    exit_code=code,
+                    outcome="passed" if code == test.expect.exit else "failed",
+                    expected=str(test.expect.exit),
+                    output=result.output,
+                    output_dropped=result.output_dropped,
+                    start=run.start,
+                    end=run.end,
+                    detail="" if code == test.expect.exit else f"exited {code}, expected {test.expect.exit}",
+                )
+            )
+    _decide(result, end, timeout)
+    return result
+
+
+def _decide(result: TestResult, end: dict[str, Any], timeout: float) -> None:
+    """The outcome, from the wrapper's exit code and the driver's last word."""
+    code = result.exit_code
+    said = str(end.get("message", ""))
+    if result.timed_out:
+        result.outcome = "failed"
+        running = len(result.steps) + 1
+        result.message = (
+            f"timed out after {timeout:g} seconds (during step {running}); its processes were killed"
+        )
+    elif code == EXIT_PASSED:
+        result.outcome = "passed"
+    elif code == EXIT_SKIPPED:
+        result.outcome, result.message = "skipped", said or "skipped"
+    elif code == EXIT_FAILED:
+        step = result.failed_step
+        result.outcome = "failed"
+        result.message = said or (
+            f"failed at step {result.steps.index(step) + 1}: {step.detail}" if step else "failed"
+        )
+    elif code in (EXIT_ERROR, EXIT_USAGE):
+        result.outcome = "error"
+        result.message = said or _last_line(result.output_text()) or f"the wrapper exited {code}"
+    else:
+        result.outcome = "failed"
+        result.message = f"the wrapper exited {code}" + (f": {said}" if said else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut short by a kill
+    except OSError:
+        pass
+    return records
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable(func: Any, name: str, _: Any) -> None:
+        os.chmod(os.path.dirname(name), 0o755)
+        os.chmod(name, 0o700) if os.path.isdir(name) else None
+        func(name)
+
+    shutil.rmtree(path, onerror=make_writable)
+
+
+def format_failure(result: TestResult, tail_lines: int = 30) -> str:
+    """The terminal's failure report: what failed, where, and how to reproduce it."""
+    lines = [f"{result.nodeid} {result.outcome}: {result.message}"]
+    step = result.failed_step
+    if step is not None:
+        index = result.steps.index(step) + 1
+        lines.append(f"  step {index} of {len(result.steps)}: {step.message}")
+        if step.command and step.command != step.message:
+            lines.append(f"  command: {step.command}")
+        if step.exit_code is not None:
+            expected = f" (expected {step.expected})" if step.expected else ""
+            lines.append(f"  exit code: {step.exit_code}{expected}")
+        output = "".join(t for _, t in step.output)
+    else:
+        output = result.output_text()
+    for warning in result.warnings:
+        lines.append(f"  warning: {warning}")
+    out_lines = output.splitlines()
+    if out_lines:
+        shown = out_lines[-tail_lines:]
+        cut = f", last {len(shown)} of {len(out_lines)} lines" if len(out_lines) > len(shown) else ""
+        lines.append(f"  output{cut}:")
+        lines += [f"    {line}" for line in shown]
+    if result.log_path:
+        lines.append(f"  full log: {display_path(Path(result.log_path))}")
+    lines += result.rerun_lines
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""Wrapper scripts: `OUT/rerun/<package>/<test>`, one standalone POSIX shell script a test.
+
+A wrapper recreates the test's environment and working directory and runs the
+test; it names only files (the interpreter, the profile, the package's test
+files) and needs no nixtest command or pytest session.  Every value in it is
+shell-quoted, and a secret is read from the caller's environment when the
+wrapper runs: its value is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nixtest import __version__
+from nixtest.definitions import TestDef
+from nixtest.profiles import profile_env
+
+#: exit codes of a wrapper (and of the driver it runs)
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class WrapperPlan:
+    """What a wrapper needs to know: the test, and where its parts are."""
+
+    test: TestDef
+    profile: Path
+    python: str
+    #: working-directory symlinks: name -> target (a profile, or a path)
+    links: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def driven(self) -> bool:
+        """Whether the test runs through the Python driver (a plain `run:` needs none)."""
+        return not (self.test.kind == "run" and not self.test.expect.has_patterns)
+
+    def environment(self) -> dict[str, str]:
+        """The test's environment, without HOME/TMPDIR and without secrets."""
+        env = profile_env(self.profile)
+        env.update(self.test.environment)
+        return env
+
+    def spec(self) -> dict[str, object]:
+        t = self.test
+        return {
+            "package": t.package,
+            "test": t.name,
+            "kind": t.kind,
+            "script": str(t.script) if t.script else None,
+            "run": t.run,
+            "imports": list(t.imports),
+            "expect": {
+                "exit": t.expect.exit,
+                "stdout": list(t.expect.stdout),
+                "stderr": list(t.expect.stderr),
+            },
+            "secrets": list(t.secrets),
+            "profile": str(self.profile),
+            "timeout": t.timeout,
+        }
+
+
+def wrapper_path(out: Path, package: str, test: str) -> Path:
+    return out / "rerun" / package / test
+
+
+def q(value: str | os.PathLike[str]) -> str:
+    return shlex.quote(os.fspath(value))
+
+
+def render(plan: WrapperPlan) -> str:
+    """The wrapper script's text."""
+    t = plan.test
+    name = f"{t.package}::{t.name}"
+    shells = [plan.profile / "bin" / s for s in ("bash", "sh")]
+    lines = [
+        "#!/bin/sh",
+        f"# nixtest wrapper for {name} (written by nixtest {__version__}).",
+        "# It recreates the test's environment and working directory and runs the test.",
+        "#   --keep           keep the working directory and print its path",
+        "#   --workdir DIR    use DIR (new or empty) as the working directory",
+        "#   --shell          prepare everything, then start a shell there instead of the test",
+        "#   --ipdb           run in the foreground; open ipdb where the test fails",
+    ]
+    if t.secrets:
+        lines.append("# Secrets, read from your environment when it runs: " + " ".join(t.secrets))
+    lines += [
+        "",
+        "# The wrapper's own tools; the test gets its profile's PATH.",
+        "PATH=/usr/bin:/bin",
+        "export PATH",
+        "umask 022",
+        f"nt_name={q(name)}",
+        f"nt_profile={q(plan.profile)}",
+        f"nt_python={q(plan.python)}",
+        "nt_shell=/bin/sh",
+    ]
+    for shell in reversed(shells):
+        lines.append(f"if [ -x {q(shell)} ]; then nt_shell={q(shell)}; fi")
+    lines += [
+        "",
+        "nt_usage() {",
+        "    printf 'usage: %s [--keep] [--workdir DIR] [--shell] [--ipdb]\\n' \"$0\"",
+        "}",
+        "nt_keep=0 nt_mode=run nt_workdir= nt_result=",
+        'while [ "$#" -gt 0 ]; do',
+        '    case "$1" in',
+        "        --keep) nt_keep=1 ;;",
+        "        --shell) nt_mode=shell ;;",
+        "        --ipdb) nt_mode=ipdb ;;",
+        "        --workdir|--result)",
+        '            if [ "$#" -lt 2 ]; then printf \'%s: %s needs a value\\n\' "$0" "$1" >&2; exit 4; fi',
+        '            if [ "$1" = --workdir ]; then nt_workdir=$2; else nt_result=$2; fi',
+        "            shift ;;",
+        "        --workdir=*) nt_workdir=${1#--workdir=} ;;",
+        "        --result=*) nt_result=${1#--result=} ;;",
+        "        -h|--help) nt_usage; exit 0 ;;",
+        '        *) printf \'%s: unknown option: %s\\n\' "$0" "$1" >&2; nt_usage >&2; exit 4 ;;',
+        "    esac",
+        "    shift",
+        "done",
+    ]
+    if not plan.driven:
+        lines += [
+            'if [ "$nt_mode" = ipdb ]; then',
+            "    printf 'nixtest: %s is a run: test: it has no Python frame to debug; "
+            '%s --shell opens a shell in its environment\\n\' "$nt_name" "$0" >&2',
+            "    exit 4",
+            "fi",
+        ]
+    for secret in t.secrets:
+        lines.append(
+            f'if [ -z "${{{secret}+x}}" ]; then printf \'nixtest: %s: the secret %s is not set '
+            f'in your environment\\n\' "$nt_name" {secret} >&2; fi'
+        )
+    template = f"nixtest-{t.package}-{t.name}.XXXXXX"
+    lines += [
+        "",
+        "# A new working directory of its own.",
+        'if [ -n "$nt_workdir" ]; then',
+        '    mkdir -p -- "$nt_workdir" || exit 3',
+        '    if [ -n "$(ls -A -- "$nt_workdir")" ]; then',
+        '        printf \'%s: --workdir %s is not empty\\n\' "$0" "$nt_workdir" >&2; exit 4',
+        "    fi",
+        '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
+        "else",
+        f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(template)}) || exit 3',
+        "fi",
+        "nt_cleanup() {",
+        '    if [ "$nt_keep" = 1 ]; then',
+        "        printf 'nixtest: working directory kept: %s\\n' \"$nt_wd\" >&2",
+        "    else",
+        '        chmod -R u+w -- "$nt_wd" 2>/dev/null; rm -rf -- "$nt_wd"',
+        "    fi",
+        "}",
+        "nt_fail() {",
+        '    printf \'nixtest: %s: could not prepare the working directory: %s\\n\' "$nt_name" "$1" >&2',
+        "    nt_cleanup; exit 3",
+        "}",
+        "trap 'nt_cleanup; exit 130' INT",
+        "trap 'nt_cleanup; exit 143' TERM",
+        "trap 'nt_cleanup; exit 129' HUP",
+        'mkdir -p -- "$nt_wd/.tmp" || nt_fail TMPDIR',
+    ]
+    if t.skel is not None:
+        lines.append(f'cp -R -- {q(t.skel)}/. "$nt_wd/" || nt_fail skel')
+    for dest, src in t.sources.items():
+        target = f'"$nt_wd"/{q(dest)}'
+        if src.is_dir():
+            lines.append(
+                f"mkdir -p -- {target} && cp -R -- {q(src)}/. {target}/ || nt_fail {q('sources.' + dest)}"
+            )
+        else:
+            parent = f'"$nt_wd"/{q(os.path.dirname(dest))}' if os.path.dirname(dest) else '"$nt_wd"'
+            lines.append(f"mkdir -p -- {parent} && cp -- {q(src)} {target} || nt_fail {q('sources.' + dest)}")
+    if t.skel is not None or t.sources:
+        lines.append('chmod -R u+w -- "$nt_wd" || nt_fail chmod')
+    lines.append('ln -s -- "$nt_profile" "$nt_wd/profile" || nt_fail profile')
+    for link, link_target in plan.links.items():
+        if os.path.dirname(link):
+            lines.append(
+                f'mkdir -p -- "$nt_wd"/{q(os.path.dirname(link))} || nt_fail {q("symlinks." + link)}'
+            )
+        lines.append(f'ln -s -- {q(link_target)} "$nt_wd"/{q(link)} || nt_fail {q("symlinks." + link)}')
+    lines += ['cd -- "$nt_wd" || nt_fail cd', ""]
+
+    env = plan.environment()
+    lines.append("# The test's environment: cleared, then the profile, the test's variables, its secrets.")
+    assigns = ['HOME="$nt_wd"', 'TMPDIR="$nt_wd/.tmp"']
+    for key, value in env.items():
+        if key == "LD_LIBRARY_PATH" and plan.driven:
+            # The driver hands it on to the test's commands: its own
+            # interpreter must not load the profile's libraries.
+            key = "NIXTEST_LD_LIBRARY_PATH"
+        assigns.append(q(f"{key}={value}"))
+    assigns += [f'${{{s}+"{s}=${s}"}}' for s in t.secrets]
+    lines.append("set -- env -i \\")
+    lines += [f"    {a} \\" for a in assigns]
+    lines[-1] = lines[-1][:-2]
+    lines += [
+        'if [ "$nt_mode" = shell ]; then',
+        f'    "$@" PS1={q("[nixtest " + name + "] $ ")} "$nt_shell" -i',
+        "    nt_status=$?",
+    ]
+    if plan.driven:
+        lines += [
+            "else",
+            f'    set -- "$@" "$nt_python" -I -m nixtest.driver --spec {q(json.dumps(plan.spec()))}',
+            '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
+            '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',
+            '    "$@"',
+            "    nt_status=$?",
+        ]
+    else:
+        assert t.run is not None
+        lines += [
+            "else",
+            f'    "$@" /bin/sh -c {q(t.run)}',
+            "    nt_rc=$?",
+            f'    if [ "$nt_rc" -eq {t.expect.exit} ]; then',
+            "        nt_status=0",
+            "    else",
+            f"        printf 'nixtest: %s failed: the command exited %s, expected {t.expect.exit}\\n' "
+            '"$nt_name" "$nt_rc" >&2',
+            "        nt_status=1",
+            "    fi",
+            '    if [ -n "$nt_result" ]; then',
+            '        printf \'{"type": "exit", "exit_code": %s}\\n\' "$nt_rc" >> "$nt_result"',
+            "    fi",
+        ]
+    lines += ["fi", "nt_cleanup", 'exit "$nt_status"', ""]
+    return "\n".join(lines)
+
+
+def write_wrapper(plan: WrapperPlan, out: Path) -> Path:
+    """Writes the wrapper atomically, executable by anyone who can read it."""
+    path = wrapper_path(out, plan.test.package, plan.test.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render(plan)
+    fd, tmp = tempfile.mkstemp(prefix=f".{plan.test.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
