@@ -1,0 +1,269 @@
+"""Profiles: one directory merging the files of a list of packages, as Nix's buildEnv.
+
+A profile holds real directories and, at the leaves, symlinks to the packages'
+files.  It is content-addressed (`profile_key`): the same packages at the same
+versions from the same set give the same directory under the state directory,
+built once and reused by every later run, test and wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from nixtest.errors import ProfileError, UnknownPackage
+from nixtest.packagesets import PackageSet
+
+__all__ = [
+    "MANIFEST",
+    "Profile",
+    "build_profile",
+    "default_state_dir",
+    "profile_env",
+    "profile_key",
+]
+
+#: The file inside every profile recording what it was built from.
+MANIFEST = ".nixtest-profile.json"
+
+# Bumped whenever the layout of a profile changes, so that old profiles are not
+# reused for new code.
+_FORMAT = 1
+
+_DIR_MODE = 0o755
+_FILE_MODE = 0o644
+
+
+def default_state_dir() -> Path:
+    """Where nixtest keeps profiles between runs.
+
+    ``$NIXTEST_STATE``; else, for root, ``/var/cache/nixtest`` (root's home is
+    private, and wrappers must run as any user); else
+    ``$XDG_CACHE_HOME/nixtest``; else ``~/.cache/nixtest``.
+    """
+    explicit = os.environ.get("NIXTEST_STATE")
+    if explicit:
+        return Path(os.path.abspath(os.path.expanduser(explicit)))
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/cache/nixtest")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore a relative value
+        return Path(xdg) / "nixtest"
+    return Path.home() / ".cache" / "nixtest"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A built profile."""
+
+    path: Path
+    packages: tuple[str, ...]
+    #: one line each: "bin/foo: provided by a and b; kept a's (/usr/bin/foo)"
+    collisions: tuple[str, ...] = ()
+
+
+def _key(identity: str, versions: dict[str, str]) -> str:
+    data = json.dumps([_FORMAT, identity, sorted(versions.items())], separators=(",", ":"))
+    return hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _versions(pset: PackageSet, packages: Iterable[str]) -> dict[str, str]:
+    """Sorted, de-duplicated names -> versions; `UnknownPackage` for a name not in the set."""
+    versions: dict[str, str] = {}
+    for name in sorted(set(packages)):
+        if not pset.has(name):
+            raise UnknownPackage(name, pset.spec)
+        versions[name] = pset.version(name)
+    return versions
+
+
+def profile_key(pset: PackageSet, packages: Iterable[str]) -> str:
+    """SHA-256 hex of the set's identity and the sorted (name, version) pairs."""
+    return _key(pset.identity, _versions(pset, packages))
+
+
+def _dir_name(key: str, names: Sequence[str]) -> str:
+    """``<key[:32]>-<names joined by +>``, readable in a listing but bounded in length."""
+    label = "+".join(re.sub(r"[^A-Za-z0-9._+-]", "_", n) for n in names) or "empty"
+    if len(label) > 64:
+        label = label[:56].rstrip("+") + f"+{len(names)}pkgs"
+    return f"{key[:32]}-{label}"
+
+
+def profile_env(profile_path: Path | str) -> dict[str, str]:
+    """The environment variables a profile gives a test (see DESIGN "Profiles")."""
+    p = os.path.abspath(os.fspath(profile_path))
+    return {
+        "PATH": f"{p}/bin",
+        "LD_LIBRARY_PATH": f"{p}/lib",
+        "PKG_CONFIG_PATH": f"{p}/lib/pkgconfig",
+        "NIX_LDFLAGS": f"-L {p}/lib",
+        "NIX_CFLAGS_COMPILE": f"-I {p}/include",
+    }
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[PurePosixPath, Path], list[str]]:
+    """Decide every leaf of the profile: (profile path -> target, collision lines).
+
+    Packages are taken in sorted order and the first one to give a path keeps it.
+    """
+    chosen: dict[PurePosixPath, tuple[str, Path]] = {}
+    collisions: list[str] = []
+    for name in names:
+        for inside, target in pset.profile_entries(name):
+            if inside.is_absolute() or ".." in inside.parts or not inside.parts:
+                raise ProfileError(
+                    f"package {name!r} of {pset.spec!r} gives a bad profile path {str(inside)!r}"
+                )
+            if inside.parts[0] == MANIFEST:
+                continue
+            if not target.is_absolute():
+                raise ProfileError(
+                    f"package {name!r} of {pset.spec!r} gives a relative target {str(target)!r}"
+                )
+            kept = chosen.get(inside)
+            if kept is None:
+                chosen[inside] = (name, target)
+            elif not _same_file(kept[1], target):
+                owner, kept_target = kept
+                who = f"{owner} twice" if owner == name else f"{owner} and {name}"
+                collisions.append(f"{inside}: provided by {who}; kept {owner}'s ({kept_target})")
+
+    # A leaf where another package needs a directory: keep the directory, so
+    # that no package loses a whole subtree to one file.
+    dir_owner: dict[PurePosixPath, str] = {}
+    for inside, (name, _) in chosen.items():
+        for parent in inside.parents:
+            if parent.parts:
+                dir_owner.setdefault(parent, name)
+    for inside in [p for p in chosen if p in dir_owner]:
+        name, target = chosen.pop(inside)
+        collisions.append(
+            f"{inside}: a directory in {dir_owner[inside]} and a file in {name} ({target});"
+            " kept the directory"
+        )
+    return {inside: target for inside, (_, target) in chosen.items()}, sorted(collisions)
+
+
+def _make_dirs(path: Path) -> None:
+    """`mkdir -p` giving every directory it creates mode 0755 whatever the umask."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            d.mkdir()
+            os.chmod(d, _DIR_MODE)
+
+
+def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, object]) -> None:
+    """Fill the empty directory `root` with the profile's tree and its manifest."""
+    made: set[PurePosixPath] = set()
+    for inside in sorted(leaves):
+        parent = inside.parent
+        if parent.parts and parent not in made:
+            (root / parent).mkdir(parents=True, exist_ok=True)
+            made.update(p for p in [parent, *parent.parents] if p.parts)
+        os.symlink(leaves[inside], root / inside)
+    for d in made:
+        os.chmod(root / d, _DIR_MODE)
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    (root / MANIFEST).write_text(text, encoding="utf-8")
+    os.chmod(root / MANIFEST, _FILE_MODE)
+    os.chmod(root, _DIR_MODE)  # mkdtemp made it 0700
+
+
+def _read(path: Path, names: Sequence[str]) -> Profile:
+    """The profile at `path`, from its manifest; ValueError/OSError if it is not one."""
+    data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("packages") != list(names):
+        raise ValueError(f"{path / MANIFEST} does not describe packages {list(names)}")
+    collisions = data.get("collisions", [])
+    if not isinstance(collisions, list):
+        raise ValueError(f"{path / MANIFEST}: bad collisions")
+    return Profile(path, tuple(names), tuple(str(c) for c in collisions))
+
+
+def _discard(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) -> Profile:
+    """The profile of `packages` under ``state_dir/profiles/``, built if not there yet.
+
+    An existing profile is reused as is.  A new one is built in a temporary
+    directory next to its final place and renamed into it, so that a profile
+    directory is always complete; when another process renames its own first,
+    ours is dropped and theirs used.
+    """
+    versions = _versions(pset, packages)  # UnknownPackage before anything is written
+    names = list(versions)
+    key = _key(pset.identity, versions)
+    profiles = Path(os.path.abspath(state_dir)) / "profiles"
+    final = profiles / _dir_name(key, names)
+
+    if os.path.lexists(final):
+        try:
+            return _read(final, names)
+        except (OSError, ValueError):
+            # Not made by us (we rename only complete profiles): move it out of
+            # the way and build afresh.  Renaming first keeps a concurrent
+            # reader from seeing a half-deleted tree.
+            aside = profiles / f".broken-{os.getpid()}-{key[:12]}"
+            try:
+                os.rename(final, aside)
+            except OSError as exc:
+                # Gone already is fine: another process moved it away first.
+                if os.path.lexists(final):
+                    raise ProfileError(
+                        f"{final} is not a nixtest profile and cannot be replaced: {exc}"
+                    ) from exc
+            finally:
+                _discard(aside)
+
+    leaves, collisions = _plan(pset, names)
+    manifest: dict[str, object] = {
+        "format": _FORMAT,
+        "identity": pset.identity,
+        "set": pset.spec,
+        "packages": names,
+        "versions": versions,
+        "collisions": collisions,
+    }
+    try:
+        _make_dirs(profiles)
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=profiles))
+    except OSError as exc:
+        raise ProfileError(f"cannot create a profile in {profiles}: {exc}") from exc
+    try:
+        _write(tmp, leaves, manifest)
+        os.rename(tmp, final)
+    except OSError as exc:
+        _discard(tmp)
+        if os.path.lexists(final):
+            # Lost the race: another process renamed the same profile into place.
+            try:
+                return _read(final, names)
+            except (OSError, ValueError):
+                pass
+        raise ProfileError(f"cannot build profile {final}: {exc}") from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+    return Profile(final, tuple(names), tuple(collisions))
