@@ -52,6 +52,8 @@ class Step:
 class TestResult:
     """Everything known about one run of one package test."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     package: str
     test: str
     outcome: Outcome = "passed"
@@ -62,7 +64,8 @@ class TestResult:
     command: list[str] = field(default_factory=list)
     exit_code: int | None = None
     timed_out: bool = False
-    #: the tail of everything the test printed (bounded; secrets masked)
+    #: the tail of what the test printed outside its steps (bounded; secrets
+    #: masked); all it printed when the driver could not tell (a kill, a wrapper error)
     output: Chunks = field(default_factory=list)
     output_dropped: int = 0
     start: float = field(default_factory=time.time)

@@ -1,0 +1,804 @@
+"""Unit tests of the report writers (nixtest/reports/), on hand-made RunSummary objects.
+
+The checks use the real consumers where there are some: xmllint and xmlschema
+with Jenkins' junit-10.xsd, junitparser and xunitparser, xsltproc with the
+Nix, Hydra and NixOS stylesheets, and Hydra's own rules for nix-support/.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from nixtest.reports import (
+    REPORTERS,
+    JUnitReporter,
+    LogXMLReporter,
+    NixSupportReporter,
+    Reporter,
+    ReportError,
+    write_reports,
+)
+from nixtest.reports.text import clean_text
+from nixtest.results import RunSummary, Step
+from nixtest.results import TestResult as Result
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+if not REFERENCE.is_dir():
+    REFERENCE = Path("/work/shared/reference")
+JUNIT_XSD = REFERENCE / "junit" / "jenkins-xunit-junit-10.xsd"
+JUNIT4_XSD = REFERENCE / "junit" / "junit5-jenkins-junit.xsd"
+
+needs_reference = pytest.mark.skipif(
+    not JUNIT_XSD.exists(), reason="shared/reference/ (schemas, stylesheets) not found"
+)
+
+RED = "\x1b[31mRED\x1b[0m"
+SCRIPT = "<script>alert('pwned')</script>"
+BIG = 3 * 1024 * 1024
+
+# The run: 2 packages, 6 tests.
+N_TESTS, N_FAILED, N_ERROR, N_SKIPPED, N_PASSED = 6, 3, 1, 1, 1
+FAILING = {("alpha", "modules"), ("alpha", "slow"), ("libxml++2.6", "noisy")}
+
+
+def _random_text(seed: int, errors: str) -> str:
+    return random.Random(seed).randbytes(BIG).decode("utf-8", errors)
+
+
+def make_run(out: Path, *, failing: bool = True) -> RunSummary:
+    """passed, failed (failing step), timed out, error, skipped, and one with 3 MB of noise."""
+
+    def wrapper(package: str, test: str) -> str:
+        return str(out / "rerun" / package / test)
+
+    version = Result(
+        package="alpha",
+        test="version",
+        start=1000.0,
+        end=1000.5,
+        steps=[
+            Step(
+                "python3 --version",
+                command="python3 --version",
+                exit_code=0,
+                expected="exit 0",
+                output=[("stdout", "Python 3.11.2\n")],
+                start=1000.0,
+                end=1000.25,
+            )
+        ],
+        output=[("stdout", "checking the version\n")],
+        wrapper=wrapper("alpha", "version"),
+    )
+    results = [version]
+    if failing:
+        results += [
+            Result(
+                package="alpha",
+                test="modules",
+                outcome="failed",
+                message="step 'import ssl' failed: exit code 1, expected 0",
+                kind="script",
+                command=[wrapper("alpha", "modules")],
+                exit_code=1,
+                start=1000.0,
+                end=1002.0,
+                steps=[
+                    Step(
+                        "import zlib",
+                        command="python3 -c 'import zlib'",
+                        exit_code=0,
+                        start=1000.0,
+                        end=1000.5,
+                    ),
+                    Step(
+                        "import ssl",
+                        command="python3 -c 'import ssl'",
+                        exit_code=1,
+                        outcome="failed",
+                        expected="exit 0",
+                        output=[
+                            ("stdout", "before the import\n"),
+                            ("stderr", "Traceback (most recent call last):\n"),
+                            ("stderr", f"{RED} ModuleNotFoundError: No module named 'ssl' {SCRIPT}\n"),
+                        ],
+                        start=1000.5,
+                        end=1001.75,
+                        detail="ModuleNotFoundError: No module named 'ssl'",
+                    ),
+                ],
+                output=[("stdout", "testing modules & more\n")],
+                wrapper=wrapper("alpha", "modules"),
+                warnings=["profile collision: bin/python3 from python3 and python3-minimal"],
+            ),
+            Result(
+                package="alpha",
+                test="slow",
+                outcome="failed",
+                timed_out=True,
+                message="timed out after 2 seconds",
+                start=1000.0,
+                end=1002.125,
+                output=[("stdout", "sleeping...\n")],
+                wrapper=wrapper("alpha", "slow"),
+            ),
+            Result(
+                package="libxml++2.6",
+                test="noisy",
+                outcome="failed",
+                message=f"step 'noise' failed {RED} NUL\x00 here",
+                start=1000.0,
+                end=1003.0,
+                steps=[
+                    Step(
+                        "noise",
+                        command="cat /dev/urandom | head -c 3M",
+                        exit_code=2,
+                        outcome="failed",
+                        output=[
+                            ("stdout", _random_text(1, "surrogateescape")),
+                            ("stdout", "\nstep output: NUL\x00 " + RED + " end of step\n"),
+                        ],
+                        output_dropped=123,
+                        start=1000.0,
+                        end=1003.0,
+                    )
+                ],
+                output=[
+                    ("stdout", _random_text(2, "surrogateescape")),
+                    ("stderr", _random_text(3, "replace")),
+                    (
+                        "stdout",
+                        "\ninvalid utf-8: "
+                        + b"\xc3\x28\xa0\xa1\xff".decode("utf-8", "surrogateescape")
+                        + "\n",
+                    ),
+                    ("stderr", f"NUL\x00 colour {RED} {SCRIPT}\n"),
+                ],
+                wrapper=wrapper("libxml++2.6", "noisy"),
+            ),
+        ]
+    results += [
+        Result(
+            package="libxml++2.6",
+            test="broken",
+            outcome="error" if failing else "passed",
+            message=(
+                "package_tests/libxml++2.6/tests.yaml: test 'broken': key 'scirpt': unknown key"
+                if failing
+                else ""
+            ),
+            start=1000.0,
+            end=1000.0,
+        ),
+        Result(
+            package="libxml++2.6",
+            test="later",
+            outcome="skipped",
+            message="needs a network connection",
+            start=1000.0,
+            end=1000.0,
+        ),
+    ]
+    # the executor writes a full log for every test that ran (not for broken or skipped ones)
+    for result in results:
+        if result.test not in ("broken", "later"):
+            log = out / "logs" / result.package / f"{result.test}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_bytes(result.output_text().encode("utf-8", "surrogateescape"))
+    results[0].log_path = str(out / "logs" / "alpha" / "version.log")
+    return RunSummary(results=results, set_spec="host", out_dir=str(out), start=1000.0, end=1003.5)
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OUT, with a space in its path (Hydra products must quote it), reports written."""
+    out = tmp_path_factory.mktemp("reports") / "nixtest out"
+    written = write_reports(make_run(out), out)
+    assert sorted(p.relative_to(out).as_posix() for p in written) == [
+        "junit.xml",
+        "log.html",
+        "log.xml",
+        "nix-support/failed",
+        "nix-support/hydra-build-products",
+        "nix-support/hydra-metrics",
+    ]
+    assert all(p.is_file() for p in written)
+    return out
+
+
+# -- every file ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["junit.xml", "log.xml", "log.html"])
+def test_no_escape_sequences_or_illegal_characters(out: Path, name: str) -> None:
+    text = (out / name).read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "\x1b" not in text
+    assert "[31m" not in text and "[0m" not in text
+    assert "RED" in text  # the coloured word itself is kept
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]", text)
+
+
+@pytest.mark.parametrize("name", ["junit.xml", "log.xml", "log.html"])
+def test_output_is_bounded_and_points_to_the_log(out: Path, name: str) -> None:
+    # 6 MB of noise went in; the reports keep a tail of it and say where the rest is
+    assert (out / name).stat().st_size < 1024 * 1024
+    text = (out / name).read_text()
+    log = os.path.join(os.path.abspath(out), "logs", "libxml++2.6", "noisy.log")
+    assert re.search(r"\[\.\.\. \d+ characters left out[^\]]*; full output: " + re.escape(log), text)
+    assert "bytes the runner already left out" in text  # the step's output_dropped
+
+
+def test_no_temporary_files_left(out: Path) -> None:
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert not [f for f in files if ".tmp" in f], files
+
+
+# -- junit.xml ----------------------------------------------------------------
+
+
+@needs_reference
+@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint not installed")
+def test_junit_validates_with_xmllint(out: Path) -> None:
+    proc = subprocess.run(
+        ["xmllint", "--noout", "--schema", str(JUNIT_XSD), str(out / "junit.xml")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "validates" in proc.stderr
+
+
+@needs_reference
+@pytest.mark.parametrize("xsd", [JUNIT_XSD, JUNIT4_XSD], ids=["junit-10", "dtkit-junit-4"])
+def test_junit_validates_with_xmlschema(out: Path, xsd: Path) -> None:
+    xmlschema = pytest.importorskip("xmlschema")
+    xmlschema.XMLSchema(str(xsd)).validate(str(out / "junit.xml"))
+
+
+def test_junit_counts_agree(out: Path) -> None:
+    root = ET.parse(out / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["alpha", "libxml++2.6"]
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        cases = suite.findall("testcase")
+        assert all(c.get("classname") == suite.get("name") for c in cases)
+        counted = {
+            "tests": len(cases),
+            "failures": sum(c.find("failure") is not None for c in cases),
+            "errors": sum(c.find("error") is not None for c in cases),
+            "skipped": sum(c.find("skipped") is not None for c in cases),
+        }
+        for key, value in counted.items():
+            assert suite.get(key) == str(value), (suite.get("name"), key)
+            totals[key] += value
+        # exactly one result element per testcase at most
+        assert all(len(c.findall("failure") + c.findall("error") + c.findall("skipped")) <= 1 for c in cases)
+    assert totals == {"tests": N_TESTS, "failures": N_FAILED, "errors": N_ERROR, "skipped": N_SKIPPED}
+    for key in ("tests", "failures", "errors"):
+        assert root.get(key) == str(totals[key])
+    assert "skipped" not in root.attrib  # not allowed on <testsuites> by junit-10.xsd
+
+
+def test_junit_library_defaults_are_fixed(out: Path) -> None:
+    root = ET.parse(out / "junit.xml").getroot()
+    elements = list(root.iter())
+    assert not [e.tag for e in elements if "disabled" in e.attrib]
+    times = [e.get("time") for e in elements if e.tag in ("testsuites", "testsuite", "testcase")]
+    assert len(times) == 1 + 2 + N_TESTS
+    assert all(t is not None and re.fullmatch(r"\d+\.\d{3}", t) for t in times), times
+    skipped = root.findall(".//skipped")
+    assert len(skipped) == 1
+    assert skipped[0].attrib == {} and skipped[0].text == "needs a network connection"
+    case_times = {c.get("name"): c.get("time") for c in root.iter("testcase")}
+    assert case_times["slow"] == "2.125" and case_times["broken"] == "0.000"
+
+
+def _case(out: Path, package: str, test: str) -> ET.Element:
+    root = ET.parse(out / "junit.xml").getroot()
+    found = root.findall(f"testsuite[@name='{package}']/testcase[@name='{test}']")
+    assert len(found) == 1
+    return found[0]
+
+
+def test_junit_failure_holds_the_failed_step_and_rerun_lines(out: Path) -> None:
+    case = _case(out, "alpha", "modules")
+    failure = case.find("failure")
+    assert failure is not None and failure.text is not None
+    assert failure.get("message") == "step 'import ssl' failed: exit code 1, expected 0"
+    assert failure.get("type") == "failure"
+    assert "step failed: import ssl" in failure.text
+    assert "command: python3 -c 'import ssl'" in failure.text
+    assert "RED ModuleNotFoundError: No module named 'ssl' " + SCRIPT in failure.text
+    wrapper = str(out / "rerun" / "alpha" / "modules")
+    assert failure.text.rstrip("\n").endswith(f"to reproduce: {wrapper}\n    to debug: {wrapper} --ipdb")
+    system_out = case.findtext("system-out") or ""
+    assert "[passed] import zlib" in system_out and "[failed] import ssl" in system_out
+    assert f"to reproduce: {wrapper}" in system_out
+    assert "testing modules & more" in system_out
+
+
+def test_junit_timeout_error_and_stderr(out: Path) -> None:
+    slow = _case(out, "alpha", "slow").find("failure")
+    assert slow is not None and slow.get("type") == "timeout"
+    assert "timed out after 2 seconds" in (slow.text or "")
+    broken = _case(out, "libxml++2.6", "broken")
+    error = broken.find("error")
+    assert error is not None and "key 'scirpt': unknown key" in (error.get("message") or "")
+    assert broken.find("failure") is None
+    noisy = _case(out, "libxml++2.6", "noisy")
+    system_err = noisy.findtext("system-err") or ""
+    assert system_err.rstrip("\n").endswith(f"NUL\ufffd colour RED {SCRIPT}")
+    assert "invalid utf-8: \ufffd(\ufffd\ufffd\ufffd" in (noisy.findtext("system-out") or "")
+    failure = noisy.find("failure")
+    assert failure is not None
+    assert failure.get("message") == "step 'noise' failed RED NUL\ufffd here"
+
+
+def test_junitparser_reads_the_same_counts(out: Path) -> None:
+    junitparser = pytest.importorskip("junitparser")
+    xml = junitparser.JUnitXml.fromfile(str(out / "junit.xml"))
+    outcomes: dict[str, int] = {}
+    n = 0
+    for suite in xml:
+        for case in suite:
+            n += 1
+            kinds = [type(r).__name__ for r in case.result] or ["Passed"]
+            for kind in kinds:
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert n == N_TESTS
+    assert outcomes == {"Passed": N_PASSED, "Failure": N_FAILED, "Error": N_ERROR, "Skipped": N_SKIPPED}
+
+
+def test_xunitparser_reads_the_same_counts(out: Path) -> None:
+    xunitparser = pytest.importorskip("xunitparser")
+    # xunitparser asserts that the root's totals match the testcases
+    with open(out / "junit.xml", "rb") as f:
+        suite, result = xunitparser.parse(f)
+    assert result.testsRun == N_TESTS
+    assert len(result.failures) == N_FAILED
+    assert len(result.errors) == N_ERROR
+    assert len(result.skipped) == N_SKIPPED
+
+
+# -- log.xml ------------------------------------------------------------------
+
+
+def _children(nest: ET.Element, tag: str) -> list[ET.Element]:
+    return [c for c in nest if c.tag == tag]
+
+
+def test_logxml_structure(out: Path) -> None:
+    root = ET.parse(out / "log.xml").getroot()
+    assert root.tag == "logfile"
+    assert (out / "log.xml").read_text().startswith('<?xml version="1.0" encoding="utf-8"?>')
+    nests = list(root.iter("nest"))
+    assert len(nests) == 2 + N_TESTS + 4  # packages, tests, steps
+    for nest in nests:
+        assert nest[0].tag == "head", "a nest starts with its head"
+        assert nest[-1].tag == "line"
+        assert re.fullmatch(r"\(finished: .+, in \d+\.\d\d seconds\)", nest[-1].text or "")
+        assert {c.tag for c in nest} <= {"head", "line", "nest"}
+    packages = _children(root, "nest")
+    assert [p[0].text for p in packages] == ["package alpha", "package libxml++2.6"]
+    heads: dict[str, ET.Element] = {}
+    for package in packages:
+        for test in _children(package, "nest"):
+            heads[test[0].text or ""] = test
+    assert sorted(heads) == [
+        "test broken: error",
+        "test later: skipped",
+        "test modules: failed",
+        "test noisy: failed",
+        "test slow: failed (timed out)",
+        "test version: passed",
+    ]
+    for text, test in heads.items():
+        failing = "failed" in text or "error" in text
+        assert (test[0].get("expanded") == "1") == failing, text
+    steps = [s[0].text for s in _children(heads["test modules: failed"], "nest")]
+    assert steps == ["step: import zlib", "step: import ssl"]
+
+
+def test_logxml_lines(out: Path) -> None:
+    root = ET.parse(out / "log.xml").getroot()
+    lines = list(root.iter("line"))
+    assert lines
+    assert all("type" not in line.attrib for line in lines)  # type="serial" means a VM console
+    streams = {line.get("stream") for line in lines} - {None}
+    assert streams == {"stdout", "stderr"}
+    modules = next(n for n in root.iter("nest") if n[0].text == "test modules: failed")
+    ssl, zlib = (
+        next(s for s in _children(modules, "nest") if s[0].text == f"step: {name}")
+        for name in ("import ssl", "import zlib")
+    )
+    ssl_lines = _children(ssl, "line")
+    assert len(ssl_lines) >= 5
+    assert all(line.get("error") == "1" for line in ssl_lines)
+    assert not [e for e in zlib.iter() if "error" in e.attrib]
+    texts = [(line.get("stream"), line.text) for line in ssl_lines]
+    assert ("stdout", "before the import") in texts
+    assert ("stderr", f"RED ModuleNotFoundError: No module named 'ssl' {SCRIPT}") in texts
+    wrapper = str(out / "rerun" / "alpha" / "modules")
+    own = [line.text for line in _children(modules, "line")]
+    assert f"to reproduce: {wrapper}" in own and f"    to debug: {wrapper} --ipdb" in own
+    # output outside any step stays in the test's nest
+    assert "testing modules & more" in own
+    version = next(n for n in root.iter("nest") if n[0].text == "test version: passed")
+    assert not [e for e in version.iter() if "error" in e.attrib]
+
+
+def _head_and_line_texts(log_xml: Path) -> list[str]:
+    root = ET.parse(log_xml).getroot()
+    texts = [e.text or "" for e in root.iter() if e.tag in ("head", "line")]
+    assert len(texts) > 100
+    return [t for t in texts if t.strip()]
+
+
+class _CodeTexts(HTMLParser):
+    """The texts of <code> (Nix, NixOS) and <span class="code"> (Hydra) elements."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.texts: list[str] = []
+        self._stack: list[tuple[str, list[str] | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "code" or (tag == "span" and "code" in classes):
+            self._stack.append((tag, []))
+        elif tag in ("code", "span", "a", "em"):
+            self._stack.append((tag, None))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._stack and self._stack[-1][0] == tag:
+            _, buffer = self._stack.pop()
+            if buffer is not None:
+                self.texts.append("".join(buffer))
+
+    def handle_data(self, data: str) -> None:
+        for _, buffer in reversed(self._stack):
+            if buffer is not None:
+                buffer.append(data)
+                break
+
+
+def _xsltproc(*args: str, stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run(["xsltproc", *args], input=stdin, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+PIPELINES = ["nixos-test-driver", "nix", "hydra"]
+
+
+def _render(log_xml: Path, pipeline: str) -> str:
+    if pipeline == "nixos-test-driver":
+        html = _xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), str(log_xml))
+    else:
+        marked = _xsltproc(str(REFERENCE / pipeline / "mark-errors.xsl"), str(log_xml))
+        html = _xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), "-", stdin=marked)
+    return html.decode("utf-8")
+
+
+@needs_reference
+@pytest.mark.skipif(shutil.which("xsltproc") is None, reason="xsltproc not installed")
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_logxml_renders_with_the_stylesheets(out: Path, pipeline: str) -> None:
+    html = _render(out / "log.xml", pipeline)
+    parser = _CodeTexts()
+    parser.feed(html)
+    parser.close()
+    rendered = set(parser.texts)
+    expected = _head_and_line_texts(out / "log.xml")
+    missing = [t for t in expected if t not in rendered]
+    assert not missing, missing[:5]
+    assert "ModuleNotFoundError" in html and "<script>alert" not in html
+
+
+@needs_reference
+@pytest.mark.skipif(shutil.which("xsltproc") is None, reason="xsltproc not installed")
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_logxml_failing_tests_are_expanded_in_the_stylesheets(out: Path, pipeline: str) -> None:
+    lxml_html = pytest.importorskip("lxml.html")
+    tree = lxml_html.fromstring(_render(out / "log.xml", pipeline))
+
+    def nest_style(head: str) -> str:
+        # the <ul> right after the head's <code>/<span class="code">
+        found = [e for e in tree.iter("code", "span") if (e.text or "") == head]
+        assert found, head
+        ul = found[0].getnext()
+        assert ul is not None and ul.tag == "ul", head
+        return ul.get("style") or ""
+
+    assert "display: none" not in nest_style("test modules: failed")
+    assert "display: none" not in nest_style("step: import ssl")
+    assert "display: none" in nest_style("step: import zlib")
+    if pipeline == "nixos-test-driver":
+        # expanded="1" opens a failing test even without error lines below it
+        assert "display: none" not in nest_style("test slow: failed (timed out)")
+        assert "display: none" in nest_style("test version: passed")
+
+
+# -- log.html -----------------------------------------------------------------
+
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
+
+
+class _HTMLCheck(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:]}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse_html(path: Path) -> _HTMLCheck:
+    check = _HTMLCheck()
+    check.feed(path.read_text(encoding="utf-8"))
+    check.close()
+    assert not check.problems, check.problems[:5]
+    assert check.stack == []
+    return check
+
+
+def test_loghtml_parses_and_is_self_contained(out: Path) -> None:
+    raw = (out / "log.html").read_text()
+    check = _parse_html(out / "log.html")
+    assert raw.startswith("<!DOCTYPE html>")
+    tags = [t for t, _ in check.tags]
+    assert "script" not in tags and "<script" not in raw
+    assert "iframe" not in tags and "object" not in tags
+    references = [
+        value
+        for _, attrs in check.tags
+        for name, value in attrs.items()
+        if name in ("src", "href", "action", "srcset", "data", "poster") and value
+    ]
+    assert references  # the failure list links to the tests
+    assert not [r for r in references if re.match(r"\s*(\w+:|//)", r)], references
+    assert not re.search(r"url\(|@import", raw)
+    text = "".join(check.text)
+    # test output is shown as text, never as markup
+    assert SCRIPT in text
+    assert "testing modules & more" in text
+
+
+def test_loghtml_folding_rerun_and_summary(out: Path) -> None:
+    lxml_html = pytest.importorskip("lxml.html")
+    tree = lxml_html.parse(str(out / "log.html")).getroot()
+    tests = tree.xpath("//details[contains(concat(' ', @class, ' '), ' test ')]")
+    assert len(tests) == N_TESTS
+    seen = set()
+    for details in tests:
+        package = details.xpath("ancestor::details[1]/summary/span[@class='name']")[0].text
+        name = details.xpath("summary/span[@class='name']")[0].text
+        seen.add((package, name))
+        failing = (package, name) in FAILING or name == "broken"
+        assert ("open" in details.attrib) == failing, name
+        rerun = details.xpath("pre[@class='rerun']")
+        if failing and name != "broken":
+            wrapper = str(out / "rerun" / package / name)
+            assert rerun and rerun[0].text_content() == (
+                f"to reproduce: {wrapper}\n    to debug: {wrapper} --ipdb"
+            )
+        elif not failing:
+            assert not rerun
+    assert len(seen) == N_TESTS
+    summary = tree.xpath("//p[@class='summary']")[0].text_content()
+    assert "6 tests" in summary and "1 passed" in summary and "3 failed" in summary
+    assert "1 error" in summary and "1 skipped" in summary and "3.50 s" in summary
+    failed_links = tree.xpath("//ul/li/a[starts-with(@href, '#')]")
+    assert len(failed_links) == N_FAILED + N_ERROR
+    ids = {d.get("id") for d in tests}
+    assert {a.get("href")[1:] for a in failed_links} <= ids
+    # the log link is relative to OUT and URL-quoted
+    log_links = tree.xpath("//a[contains(@href, 'noisy.log')]")
+    assert [a.get("href") for a in log_links] == ["logs/libxml%2B%2B2.6/noisy.log"]
+    # a test that never ran has no log to link to
+    broken = tree.xpath("//details[@id][summary/span[@class='name']='broken']")
+    assert len(broken) == 1 and not broken[0].xpath(".//a[@href]")
+
+
+# -- nix-support --------------------------------------------------------------
+
+# Hydra's POSIX ERE (build-result.cc), matched against whole lines; [[:space:]] is
+# the C locale's " \t\n\v\f\r", so no Unicode \s here.
+SP = r"[ \t\n\v\f\r]"
+NSP = r"[^ \t\n\v\f\r"
+PRODUCT = re.compile(
+    r"([a-zA-Z0-9_-]+)" + SP + r"+([a-zA-Z0-9_-]+)" + SP + r"+"
+    r'("[^"]+"|' + NSP + r'<>"]+)'
+    r"(" + SP + r"+(" + NSP + r"<>]+))?"
+)
+
+
+def _products(out: Path) -> list[tuple[str, str, str, str]]:
+    text = (out / "nix-support" / "hydra-build-products").read_text()
+    products = []
+    for line in [line for line in text.split("\n") if line]:
+        match = PRODUCT.fullmatch(line)
+        assert match, f"Hydra would drop {line!r}"
+        path = match[3][1:-1] if match[3].startswith('"') else match[3]
+        assert os.path.isabs(path) and os.path.exists(path), line
+        assert os.path.normpath(path) == path  # Hydra canonicalises it
+        if match[5]:
+            assert os.path.exists(os.path.join(path, match[5])), line
+        products.append((match[1], match[2], path, match[5] or ""))
+    return products
+
+
+def test_hydra_build_products(out: Path) -> None:
+    raw = (out / "nix-support" / "hydra-build-products").read_text()
+    absout = os.path.abspath(out)
+    assert " " in absout and f'"{absout}"' in raw  # quoted because of the space
+    assert _products(out) == [
+        ("report", "testlog", absout, "log.html"),
+        ("report", "junit", os.path.join(absout, "junit.xml"), ""),
+    ]
+
+
+def test_hydra_build_products_unquoted(tmp_path: Path) -> None:
+    out = tmp_path / "plain"
+    write_reports(make_run(out), out)
+    raw = (out / "nix-support" / "hydra-build-products").read_text()
+    assert '"' not in raw
+    assert [p[:2] for p in _products(out)] == [("report", "testlog"), ("report", "junit")]
+
+
+def _metrics(out: Path) -> dict[str, tuple[float, str]]:
+    metrics: dict[str, tuple[float, str]] = {}
+    for line in (out / "nix-support" / "hydra-metrics").read_text().split("\n"):
+        fields = line.split()
+        if not line:
+            continue
+        assert len(fields) in (2, 3), line
+        assert re.fullmatch(r"[a-zA-Z0-9._-]+", fields[0]), line
+        value = float(fields[1])  # std::stod would take a prefix; we want all of it
+        unit = fields[2] if len(fields) == 3 else ""
+        if unit:
+            assert re.fullmatch(r"[a-zA-Z0-9._%-]+", unit), line
+        assert fields[0] not in metrics, f"{fields[0]} repeats: Hydra keeps only the last"
+        metrics[fields[0]] = (value, unit)
+    return metrics
+
+
+def test_hydra_metrics(out: Path) -> None:
+    assert _metrics(out) == {
+        "tests": (N_TESTS, ""),
+        "failures": (N_FAILED, ""),
+        "errors": (N_ERROR, ""),
+        "skipped": (N_SKIPPED, ""),
+        "passed": (N_PASSED, ""),
+        "duration": (3.5, "s"),
+        "package.alpha.duration": (0.5 + 2.0 + 2.125, "s"),
+        "package.libxml__2.6.duration": (3.0, "s"),
+    }
+
+
+def test_hydra_metrics_names_do_not_collide(tmp_path: Path) -> None:
+    run = RunSummary(
+        results=[Result("a+b", "t", start=0, end=1), Result("a_b", "t", start=0, end=2)],
+        start=0,
+        end=2,
+    )
+    NixSupportReporter().write(run, tmp_path)
+    metrics = _metrics(tmp_path)
+    assert metrics["package.a_b.duration"] == (1.0, "s")
+    assert metrics["package.a_b_2.duration"] == (2.0, "s")
+
+
+def test_failed_marker_present_then_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    failed = out / "nix-support" / "failed"
+    write_reports(make_run(out), out)
+    assert failed.is_file()
+    assert failed.read_text().splitlines() == [
+        "alpha::modules",
+        "alpha::slow",
+        "libxml++2.6::noisy",
+        "libxml++2.6::broken",
+    ]
+    # a later run into the same OUT with nothing failing removes it
+    written = write_reports(make_run(out, failing=False), out)
+    assert not failed.exists()
+    assert failed not in written
+    assert (out / "nix-support" / "hydra-metrics").is_file()
+    assert _metrics(out)["failures"] == (0.0, "")
+
+
+@pytest.mark.parametrize("outcome", ["failed", "error"])
+def test_failed_marker_for_a_single_failure(tmp_path: Path, outcome: str) -> None:
+    run = RunSummary(results=[Result("p", "t", outcome=outcome)], start=0, end=1)  # type: ignore[arg-type]
+    NixSupportReporter().write(run, tmp_path)
+    assert (tmp_path / "nix-support" / "failed").exists()
+
+
+def test_no_failed_marker_when_only_skipped(tmp_path: Path) -> None:
+    run = RunSummary(results=[Result("p", "t", outcome="skipped")], start=0, end=1)
+    NixSupportReporter().write(run, tmp_path)
+    assert not (tmp_path / "nix-support" / "failed").exists()
+
+
+# -- write_reports ------------------------------------------------------------
+
+
+class _Boom:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, run: RunSummary, out: Path) -> list[Path]:
+        raise RuntimeError(f"{self.name} exploded")
+
+
+def test_reporters_are_named_and_distinct() -> None:
+    names = [r.name for r in REPORTERS]
+    assert names == ["junit", "logxml", "loghtml", "nix-support"]
+
+
+def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
+    run = make_run(tmp_path, failing=False)
+    reporters: list[Reporter] = [
+        _Boom("first"),
+        JUnitReporter(),
+        _Boom("second"),
+        LogXMLReporter(),
+    ]
+    with pytest.raises(ReportError) as info:
+        write_reports(run, tmp_path, reporters)
+    assert set(info.value.failures) == {"first", "second"}
+    assert "first (RuntimeError: first exploded)" in str(info.value)
+    assert "second (RuntimeError: second exploded)" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert (tmp_path / "junit.xml").is_file() and (tmp_path / "log.xml").is_file()
+
+
+def test_empty_run(tmp_path: Path) -> None:
+    written = write_reports(RunSummary(start=0, end=0), tmp_path)
+    assert len(written) == 5  # no failed marker
+    assert ET.parse(tmp_path / "junit.xml").getroot().get("tests") == "0"
+    assert ET.parse(tmp_path / "log.xml").getroot().tag == "logfile"
+    _parse_html(tmp_path / "log.html")
+
+
+def test_names_with_markup_are_escaped(tmp_path: Path) -> None:
+    nasty = 'x"<b>&\x1b[1m'
+    run = RunSummary(
+        results=[Result(nasty, nasty, outcome="failed", message=nasty, wrapper=nasty)],
+        start=0,
+        end=1,
+    )
+    write_reports(run, tmp_path)
+    check = _parse_html(tmp_path / "log.html")
+    assert "b" not in [t for t, _ in check.tags]
+    assert clean_text(nasty) in "".join(check.text)
+    ET.parse(tmp_path / "junit.xml")
+    root = ET.parse(tmp_path / "log.xml").getroot()
+    assert root.find("nest/head") is not None
+    assert root.find("nest/head").text == f"package {clean_text(nasty)}"  # type: ignore[union-attr]
