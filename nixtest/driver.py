@@ -9,6 +9,7 @@ the exit code says the outcome: 0 passed, 1 failed, 3 error, 5 skipped.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -57,6 +58,10 @@ class Recorder:
         self._write({"type": "step", **asdict(step)})
         return step
 
+    def output(self, tail: Tail) -> None:
+        """What the test printed outside its steps (prints, log lines, tracebacks)."""
+        self._write({"type": "output", "chunks": tail.text_chunks(), "dropped": tail.dropped})
+
     def end(self, outcome: str, message: str) -> None:
         self._write({"type": "end", "outcome": outcome, "message": mask_text(message, self.secrets)})
 
@@ -83,10 +88,10 @@ def run_process(
         proc = popen()
         if proc.stdin is not None:
             proc.stdin.close()
-    assert proc.stdout is not None and proc.stderr is not None
     tail = Tail(keep)
     per_stream = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)}
-    sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    # straight to the real streams: a step's output is the step's, not the script's
+    sinks = {"stdout": sys.__stdout__.buffer, "stderr": sys.__stderr__.buffer}
     maskers = {s: Masker(secrets or []) for s in sinks}
 
     def on_data(stream: str, data: bytes) -> None:
@@ -97,7 +102,9 @@ def run_process(
         if match_limit:
             per_stream[stream].add(stream, data)
 
-    pump({proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}, on_data)
+    # A redirected command (`(cmd > "file") & succeeds`) has no pipe for that stream.
+    pipes = {"stdout": proc.stdout, "stderr": proc.stderr}
+    pump({pipe.fileno(): stream for stream, pipe in pipes.items() if pipe is not None}, on_data)
     for stream, masker in maskers.items():
         tail.add(stream, masker.flush())
     code = proc.wait()
@@ -183,6 +190,10 @@ class Driver:
 
     def run(self) -> int:
         kind = self.spec["kind"]
+        outside = Tail(STEP_TAIL)
+        if self.recorder.file is not None and not self.ipdb:
+            sys.stdout = _Tee("stdout", sys.stdout, outside, self.secrets)
+            sys.stderr = _Tee("stderr", sys.stderr, outside, self.secrets)
         try:
             outcome, message = getattr(self, f"run_{kind}")()
         except KeyboardInterrupt:
@@ -190,9 +201,13 @@ class Driver:
         except Exception as exc:  # the one place where a driver error becomes an outcome
             outcome, message = "error", f"nixtest driver: {type(exc).__name__}: {exc}"
             traceback.print_exc()
-        self.recorder.end(outcome, message)
         if outcome != "passed":
             print(f"nixtest: {self.name} {outcome}: {mask_text(message, self.secrets)}", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _Tee):
+                stream.finish()
+        self.recorder.output(outside)
+        self.recorder.end(outcome, message)
         return {"passed": EXIT_PASSED, "failed": EXIT_FAILED, "skipped": EXIT_SKIPPED}.get(
             outcome, EXIT_ERROR
         )
@@ -343,6 +358,43 @@ class Driver:
         if problems:
             return "failed", f"{command!r} " + "; ".join(problems)
         return "passed", ""
+
+
+class _Tee(io.TextIOBase):
+    """A text stream that also keeps what is written to it, secrets masked."""
+
+    def __init__(self, name: str, real: IO[str], tail: Tail, secrets: list[str]) -> None:
+        self.name = name
+        self.real = real
+        self.tail = tail
+        self.masker = Masker(secrets)
+
+    def write(self, text: str) -> int:
+        self.real.write(text)
+        self.tail.add(self.name, self.masker.feed(text.encode("utf-8", "replace")))
+        return len(text)
+
+    def flush(self) -> None:
+        # The masker keeps what may be the start of a secret until `finish`.
+        self.real.flush()
+
+    def finish(self) -> None:
+        self.real.flush()
+        self.tail.add(self.name, self.masker.flush())
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def isatty(self) -> bool:
+        return self.real.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.real.encoding
+
+    @property
+    def buffer(self) -> Any:
+        return self.real.buffer
 
 
 def make_module_plugin(driver: Driver, workdir: Path) -> object:

@@ -183,6 +183,10 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
             result.steps.append(Step.from_dict(record))
         elif record.get("type") == "end":
             end = record
+        elif record.get("type") == "output":
+            # the driver's own account: only what was printed outside the steps
+            result.output = [(str(s), str(t)) for s, t in record.get("chunks", [])]
+            result.output_dropped = int(record.get("dropped", 0))
         elif record.get("type") == "exit" and test.run is not None:
             code = int(record["exit_code"])
             result.steps.append(
@@ -192,13 +196,15 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
                     exit_code=code,
                     outcome="passed" if code == test.expect.exit else "failed",
                     expected=str(test.expect.exit),
-                    output=result.output,
-                    output_dropped=result.output_dropped,
+                    output=run.output.text_chunks(),
+                    output_dropped=run.output.dropped,
                     start=run.start,
                     end=run.end,
                     detail="" if code == test.expect.exit else f"exited {code}, expected {test.expect.exit}",
                 )
             )
+    if test.run is not None and result.steps and not prepared.plan.driven:
+        result.output, result.output_dropped = [], 0  # all of it is the one step's
     _decide(result, end, timeout)
     return result
 
