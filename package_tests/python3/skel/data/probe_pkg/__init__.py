@@ -1,0 +1,1 @@
+MESSAGE = "installed in the venv only"
