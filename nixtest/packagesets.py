@@ -6,7 +6,7 @@
   ``PATH`` (`PathSet`);
 * ``path``: `PathSet`, on any machine;
 * ``prefix:FILE``: a YAML file naming install prefixes (`PrefixSet`);
-* ``nix:FILE``: not available yet.
+* ``nix:FILE``: a Nix expression, built by the real Nix (`nixtest.nix.NixSet`).
 
 Every set also says which files a package contributes to a profile
 (`PackageSet.profile_entries`), already mapped to the profile layout
@@ -195,11 +195,14 @@ def _parse_relations(field: str) -> list[list[str]]:
     return result
 
 
+_USABLE = {"installed", "triggers-pending", "triggers-awaited"}
+
+
 def parse_dpkg_query(output: str) -> tuple[dict[str, _DpkgPackage], str]:
     """Parse our ``dpkg-query -W`` output -> (installed packages by bare name, native arch).
 
-    Only installed packages count ("install ok installed", or "hold ok
-    installed" for a held one).  A name installed for several architectures
+    Only installed packages count ("install ok installed", "hold ok
+    installed" for a held one, or one whose triggers are pending).  A name installed for several architectures
     (Multi-Arch: same) maps to one package: the native architecture's, else
     ``all``, else the first.
     """
@@ -211,7 +214,9 @@ def parse_dpkg_query(output: str) -> tuple[dict[str, _DpkgPackage], str]:
             continue
         binary, name, arch, version, status, depends, predepends, provides, source = fields
         status_words = status.split()
-        if len(status_words) != 3 or status_words[1:] != ["ok", "installed"]:
+        # Files are in place once unpacked and configured; a package only waiting for
+        # another's trigger (apt-get running elsewhere) is as usable as an installed one.
+        if len(status_words) != 3 or status_words[1] != "ok" or status_words[2] not in _USABLE:
             continue
         relations = _parse_relations(predepends) + _parse_relations(depends)
         provided = [_strip_relation(p) for p in provides.split(",") if p.strip()]
@@ -640,7 +645,10 @@ def _prefix(spec: str, rest: str) -> PackageSet:
 
 
 def _nix(spec: str, rest: str) -> PackageSet:
-    raise PackageSetError("the nix package set is not available yet")
+    # nix:FILE lives in nixtest/nix.py (NixSet), imported here: it imports nixtest.profiles.
+    from nixtest.nix import load_nix_set
+
+    return load_nix_set(spec, rest)
 
 
 #: ``--set`` schemes: the text before the first ``:`` -> factory(spec, text after it).

@@ -506,3 +506,23 @@ def test_load_empty_prefix() -> None:
 def test_load_nix_not_yet() -> None:
     with pytest.raises(PackageSetError, match="nix package set is not available yet"):
         load_set("nix:release.nix")
+
+
+def test_dpkg_counts_packages_waiting_for_triggers_but_not_half_installed() -> None:
+    from nixtest.packagesets import parse_dpkg_query
+
+    def row(name: str, status: str) -> str:
+        return "\t".join([f"{name}:amd64", name, "amd64", "1.0", status, "", "", "", ""])
+
+    output = "\n".join(
+        [
+            row("dpkg", "install ok installed"),
+            row("waiting", "install ok triggers-pending"),
+            row("awaiting", "install ok triggers-awaited"),
+            row("unpacked", "install ok unpacked"),
+            row("broken", "install ok half-configured"),
+            row("removed", "deinstall ok config-files"),
+        ]
+    )
+    packages, _ = parse_dpkg_query(output)
+    assert sorted(packages) == ["awaiting", "dpkg", "waiting"]
