@@ -20,8 +20,10 @@ DEFAULT_TAIL = 256 * 1024
 class Masker:
     """Replaces secret values in a byte stream, also across read boundaries.
 
-    It holds back the last `len(longest secret) - 1` bytes until more data or
-    `flush()` shows they are not the start of a secret.
+    It holds back the end of the data only when it could be the start of a
+    secret (at most `len(longest secret) - 1` bytes), until more data or
+    `flush()` shows whether it is: other output is never held, so it is not
+    reordered against the other stream.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -39,11 +41,20 @@ class Masker:
         if not self.secrets:
             return data
         data = self.mask(self.pending + data)
-        if self.hold and len(data) > self.hold:
-            data, self.pending = data[: -self.hold], data[-self.hold :]
-        elif self.hold:
-            data, self.pending = b"", data
+        keep = self._partial(data)
+        if keep:
+            data, self.pending = data[:-keep], data[-keep:]
+        else:
+            self.pending = b""
         return data
+
+    def _partial(self, data: bytes) -> int:
+        """The length of the longest end of `data` that is the start of a secret."""
+        for size in range(min(self.hold, len(data)), 0, -1):
+            end = data[-size:]
+            if any(secret.startswith(end) for secret in self.secrets):
+                return size
+        return 0
 
     def flush(self) -> bytes:
         data, self.pending = self.mask(self.pending), b""

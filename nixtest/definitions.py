@@ -119,20 +119,38 @@ class BadTest:
 Definition = Union[TestDef, BadTest]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice (PyYAML keeps the last silently)."""
+# libyaml's parser when PyYAML has it: reading thousands of tests.yaml is collection time
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
+    """A safe loader that notes every key given twice (PyYAML keeps the last silently)."""
+
+
+class _Mapping(dict[Any, Any]):
+    """A mapping read from YAML, with the keys it was given more than once."""
+
+    duplicates: tuple[str, ...] = ()
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
+    duplicates: list[str] = []
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` may be overridden by the keys next to it
         key = loader.construct_object(key_node)
-        if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
+        if isinstance(key, (str, int, float, bool)):
+            if key in seen and str(key) not in duplicates:
+                duplicates.append(str(key))
+            seen.add(key)
+    mapping = _Mapping(loader.construct_mapping(node))
+    mapping.duplicates = tuple(duplicates)
+    return mapping
+
+
+def _duplicates(value: Any) -> tuple[str, ...]:
+    return value.duplicates if isinstance(value, _Mapping) else ()
 
 
 _UniqueKeyLoader.add_constructor(
@@ -176,6 +194,10 @@ def load_package(package_dir: Path) -> list[Definition]:
     if not isinstance(data, dict):
         err = DefinitionError(shown, None, None, f"must be a mapping with key 'tests', got {_typename(data)}")
         return [BadTest(package, DEFINITIONS_FILE, file, err)]
+    if _duplicates(data):
+        key = _duplicates(data)[0]
+        err = DefinitionError(shown, None, key, "is given twice; the file holds one key, 'tests'")
+        return [BadTest(package, DEFINITIONS_FILE, file, err)]
     extra = sorted(str(k) for k in data if k != "tests")
     if extra or "tests" not in data:
         problem = f"unknown key {extra[0]!r}" if extra else "missing key 'tests'"
@@ -189,9 +211,12 @@ def load_package(package_dir: Path) -> list[Definition]:
         )
         return [BadTest(package, DEFINITIONS_FILE, file, err)]
     result: list[Definition] = []
+    twice = set(_duplicates(tests))
     for raw_name, body in tests.items():
         name = str(raw_name)
         try:
+            if name in twice:
+                raise DefinitionError(shown, name, None, "the test is given twice")
             result.append(_parse_test(package, name, file, shown, body))
         except DefinitionError as err:
             safe = name if TEST_NAME.match(name) and name not in (".", "..") else _safe_name(name)
@@ -290,6 +315,13 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
     for key in body:
         if key not in KEYS:
             raise check.fail(str(key), f"unknown key; known keys: {', '.join(sorted(KEYS))}")
+    twice = [*_duplicates(body)] + [
+        f"{key}.{inner}"
+        for key in ("expect", "environment", "sources", "symlinks")
+        for inner in _duplicates(body.get(key))
+    ]
+    if twice:
+        raise check.fail(twice[0], "is given twice")
     given = [k for k in ("script", "run", "imports") if k in body]
     if len(given) != 1:
         problem = "needs exactly one of 'script', 'run', 'imports'"

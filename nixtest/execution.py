@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plumbum import local
+from plumbum.commands.processes import CommandNotFound
 
 from nixtest.capture import DEFAULT_TAIL, Masker, Tail, pump
 from nixtest.errors import ExecutionError
@@ -61,7 +62,10 @@ def run_supervised(
     output = Tail(tail)
     maskers = {"stdout": Masker(secrets), "stderr": Masker(secrets)}
     start = time.time()
-    command = local[argv[0]][list(argv[1:])]
+    try:
+        command = local[argv[0]][list(argv[1:])]
+    except CommandNotFound:
+        raise ExecutionError(f"could not start {argv[0]}: command not found") from None
     with open(log_path, "wb") as log:
 
         def on_data(stream: str, data: bytes) -> None:
@@ -70,18 +74,23 @@ def run_supervised(
             output.add(stream, data)
 
         try:
-            launched = command.popen(
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=str(cwd) if cwd else None,
-                env=dict(os.environ if env is None else env),
-                new_session=True,
-            )
+            with local.env():
+                if env is not None:
+                    # plumbum adds its own environment to the one given: `env` is all there is
+                    local.env.clear()
+                    local.env.update(env)
+                launched = command.popen(
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=str(cwd) if cwd else None,
+                    env=dict(os.environ if env is None else env),
+                    new_session=True,
+                )
         except OSError as exc:
             raise ExecutionError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
         # plumbum's Popen wraps subprocess's; its typing hides wait(timeout=)
-        proc: subprocess.Popen[bytes] = getattr(launched, "_proc")
+        proc: subprocess.Popen[bytes] = getattr(launched, "_proc")  # noqa: B009
         assert proc.stdout is not None and proc.stderr is not None
         pgid = proc.pid  # the session leader's pid is its group's id
         fds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}

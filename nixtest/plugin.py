@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from nixtest.definitions import DEFINITIONS_FILE
-from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, PackageFolder
+from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, PackageFolder, PackageTest
 from nixtest.results import RunSummary, TestResult
 from nixtest.runner import Context
+from nixtest.wrappers import wrapper_path
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +44,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="state folder for profiles (env NIXTEST_STATE)",
     )
+    group.addoption(
+        "--nixtest-only",
+        action="append",
+        default=[],
+        metavar="PKG::TEST",
+        help="of package PKG, run only TEST (repeatable; other packages are not narrowed)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,6 +78,28 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--nixtest-only PKG::TEST`: pytest takes no `DIR::NAME` argument for a package folder."""
+    wanted: dict[str, set[str]] = {}
+    for spec in config.getoption("nixtest_only"):
+        package, _, test = spec.partition("::")
+        wanted.setdefault(package, set()).add(test)
+    if not wanted:
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        definition = item.definition if isinstance(item, PackageTest) else None
+        names = wanted.get(definition.package) if definition is not None else None
+        if definition is not None and names is not None and definition.name not in names:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 class ResultCollector:
     """On the controller (also under pytest-xdist): gathers results, writes the reports."""
 
@@ -93,6 +123,10 @@ class ResultCollector:
         if not name or not (folder / DEFINITIONS_FILE).is_file():
             return
         text = report.longreprtext.strip().splitlines()
+        # the worker wrote the wrapper and started the log before it died
+        out = self.config.stash[CONTEXT_KEY].out
+        wrapper = wrapper_path(out, folder.name, name)
+        log = out / "logs" / folder.name / f"{name}.log"
         self.results[report.nodeid] = TestResult(
             package=folder.name,
             test=name,
@@ -100,6 +134,8 @@ class ResultCollector:
             message=text[-1] if text else "the test ended without a result",
             start=report.start,
             end=report.stop,
+            wrapper=str(wrapper) if wrapper.is_file() else "",
+            log_path=str(log) if log.is_file() else "",
         )
 
     @pytest.hookimpl(trylast=True)

@@ -503,9 +503,11 @@ def test_load_empty_prefix() -> None:
         load_set("prefix:")
 
 
-def test_load_nix_not_yet() -> None:
-    with pytest.raises(PackageSetError, match="nix package set is not available yet"):
-        load_set("nix:release.nix")
+def test_load_nix_missing_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "release.nix"
+    with pytest.raises(PackageSetError, match="no such Nix file") as info:
+        load_set(f"nix:{missing}")
+    assert str(missing) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_dpkg_counts_packages_waiting_for_triggers_but_not_half_installed() -> None:
