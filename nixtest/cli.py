@@ -6,12 +6,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from nixtest.completion import complete_packages, complete_selection, complete_tests, install
 from nixtest.definitions import DEFINITIONS_FILE
 from nixtest.errors import NixtestError, UsageError
+
+install()  # bash completion that keeps PKG::TEST one word
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,12 +107,12 @@ def main() -> None:
 
 
 def selection_paths(tests_dir: Path, selection: tuple[str, ...]) -> list[str]:
-    """`PKG` and `PKG::TEST` as the paths pytest collects."""
+    """The package folders pytest collects for `PKG` and `PKG::TEST` (see `selected_tests`)."""
     if not tests_dir.is_dir():
         raise UsageError(f"no test definitions: {tests_dir} is not a folder (see --tests)")
     if not selection:
         return [str(tests_dir)]
-    paths = []
+    paths: list[str] = []
     for item in selection:
         package, sep, test = item.partition("::")
         if not package or "/" in package or (sep and not test):
@@ -118,8 +121,20 @@ def selection_paths(tests_dir: Path, selection: tuple[str, ...]) -> list[str]:
             raise UsageError(
                 f"no tests for package {package!r}: {tests_dir / package / DEFINITIONS_FILE} does not exist"
             )
-        paths.append(str(tests_dir / package) + (f"::{test}" if sep else ""))
+        path = str(tests_dir / package)
+        if path not in paths:
+            paths.append(path)
     return paths
+
+
+def selected_tests(selection: tuple[str, ...]) -> list[str]:
+    """The `PKG::TEST` items of packages not also named whole.
+
+    pytest takes no `DIR::NAME` argument: the plugin's `--nixtest-only` narrows
+    a package folder to these tests.
+    """
+    whole = {item for item in selection if "::" not in item}
+    return [item for item in selection if "::" in item and item.partition("::")[0] not in whole]
 
 
 def pytest_args(
@@ -132,9 +147,16 @@ def pytest_args(
     keyword: str | None = None,
     timeout: float | None = None,
     verbose: int = 0,
+    only: tuple[str, ...] | list[str] = (),
     extra: tuple[str, ...] = (),
+    cache_dir: Path | None = None,
 ) -> list[str]:
     args = [*paths, "--nixtest-set", set_spec, "--nixtest-out", str(out), "-rfEs"]
+    if cache_dir is not None:
+        # pytest's cache (its last-failed list, for `nixtest rerun`) kept per output folder
+        args += ["-o", f"cache_dir={cache_dir}"]
+    for item in only:
+        args += ["--nixtest-only", item]
     # nixtest's own run, not the project's pytest configuration
     args += ["-c", os.devnull, "--rootdir", os.getcwd()]
     if state is not None:
@@ -164,7 +186,7 @@ def _fail_usage(exc: NixtestError) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True})
-@click.argument("selection", nargs=-1, type=click.UNPROCESSED)
+@click.argument("selection", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_selection)
 @common_options
 @run_options
 def run(
@@ -185,8 +207,12 @@ def run(
     passed, 1 some failed, 2 interrupted, 3 internal error, 4 usage error,
     5 no tests.
     """
+    from nixtest.interactive import RunOptions, cache_dir, save_run
+    from nixtest.profiles import default_state_dir
+
     names = tuple(s for s in selection if not s.startswith("-"))
     extra = tuple(s for s in selection if s.startswith("-"))
+    state_dir = state if state is not None else default_state_dir()
     try:
         args = pytest_args(
             selection_paths(tests_dir, names),
@@ -197,31 +223,315 @@ def run(
             keyword=keyword,
             timeout=timeout,
             verbose=verbose,
+            only=selected_tests(names),
             extra=extra,
+            cache_dir=cache_dir(state_dir, out),
+        )
+    except NixtestError as exc:
+        _fail_usage(exc)
+    options = RunOptions(
+        out=os.path.abspath(out),
+        cwd=os.getcwd(),
+        selection=list(names),
+        extra=list(extra),
+        set_spec=set_spec,
+        tests_dir=str(tests_dir),
+        jobs=jobs,
+        keyword=keyword,
+        timeout=timeout,
+        verbose=verbose,
+    )
+    try:
+        save_run(state_dir, options)
+    except OSError as exc:
+        click.echo(f"nixtest: warning: cannot keep this run's options for `nixtest rerun`: {exc}", err=True)
+    sys.exit(run_pytest(args))
+
+
+@main.command("list")
+@click.argument("packages", nargs=-1, shell_complete=complete_packages)
+@common_options
+def list_(packages: tuple[str, ...], set_spec: str, tests_dir: Path, out: Path, state: Path | None) -> None:
+    """List packages and their tests, and the packages of the set that have none."""
+    import shutil
+
+    from nixtest.interactive import listing_lines, make_listing
+    from nixtest.packagesets import load_set
+
+    names: list[str] | None = None
+    set_error = ""
+    try:
+        names = load_set(set_spec).names()
+    except NixtestError as exc:
+        set_error = exc.message
+    try:
+        listing = make_listing(tests_dir, packages, names, set_error)
+    except NixtestError as exc:
+        _fail_usage(exc)
+    width = max(40, shutil.get_terminal_size().columns - 1)
+    click.echo("\n".join(listing_lines(listing, set_spec, width=width)))
+
+
+# --- show, debug, shell, rerun (nixtest/interactive.py) ---------------------------
+
+#: pytest's exit code for failed tests: a test that cannot be prepared is one
+EXIT_FAILED = 1
+EXIT_INTERNAL = 3
+
+
+def _stop(message: str, code: int) -> NoReturn:
+    click.echo(f"nixtest: {message}", err=True)
+    sys.exit(code)
+
+
+def _prepare_one(
+    item: str, set_spec: str, tests_dir: Path, out: Path, state: Path | None, *, interactive: bool = False
+) -> Any:
+    """Finds PKG::TEST and prepares it as a run would: its profiles and its wrapper in OUT."""
+    from nixtest.definitions import BadTest
+    from nixtest.interactive import find_definition
+    from nixtest.results import TestResult
+    from nixtest.runner import Context, prepare
+
+    try:
+        definition = find_definition(tests_dir, item)
+    except NixtestError as exc:
+        _stop(exc.message, EXIT_USAGE)
+    if isinstance(definition, BadTest):
+        _stop(definition.error.message, EXIT_FAILED)
+    if interactive and definition.kind in ("run", "imports"):
+        article = "a run" if definition.kind == "run" else "an imports"
+        _stop(
+            f"{definition.nodeid} is {article}: test: it has no Python frame to debug; "
+            f"`nixtest shell {definition.nodeid}` opens a shell in its environment",
+            EXIT_USAGE,
+        )
+    kwargs: dict[str, Any] = {"set_spec": set_spec, "out": out}
+    if state is not None:
+        kwargs["state"] = state
+    prepared = prepare(definition, Context(**kwargs))
+    if isinstance(prepared, TestResult):
+        _stop(f"{item}: cannot prepare the test: {prepared.message}", EXIT_FAILED)
+    for warning in prepared.warnings:
+        click.echo(f"nixtest: warning: {warning}", err=True)
+    return prepared
+
+
+def _exec_wrapper(wrapper: Path, flags: list[str]) -> NoReturn:
+    """Replaces nixtest with the wrapper: in the foreground, on this terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(str(wrapper), [str(wrapper), *flags])
+    except OSError as exc:
+        _stop(f"cannot run {wrapper}: {exc.strerror or exc}", EXIT_INTERNAL)
+
+
+def _wrapper_flags(keep: bool, workdir: Path | None) -> list[str]:
+    flags = ["--keep"] if keep else []
+    if workdir is not None:
+        flags += ["--workdir", str(workdir)]
+    return flags
+
+
+keep_option = click.option("--keep", is_flag=True, help="keep the working directory and print its path")
+workdir_option = click.option(
+    "--workdir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="use DIR (new or empty) as the working directory",
+    metavar="DIR",
+)
+
+
+@main.command()
+@click.argument("test", metavar="PKG::TEST", shell_complete=complete_tests)
+@common_options
+def show(test: str, set_spec: str, tests_dir: Path, out: Path, state: Path | None) -> None:
+    """The resolved definition, profile, environment, working directory and wrapper of PKG::TEST.
+
+    It builds the test's profile and writes its wrapper, as a run would.
+    Secrets are shown by name only.
+    """
+    from nixtest.interactive import show_lines
+
+    prepared = _prepare_one(test, set_spec, tests_dir, out, state)
+    click.echo("\n".join(show_lines(prepared)))
+
+
+@main.command()
+@click.argument("test", metavar="PKG::TEST", shell_complete=complete_tests)
+@common_options
+@keep_option
+@workdir_option
+@click.option(
+    "--timeout",
+    default=None,
+    envvar="NIXTEST_TIMEOUT",
+    type=float,
+    metavar="S",
+    help="timeout if the test sets none [default: 600]; suspended while ipdb is open",
+)
+def debug(
+    test: str,
+    set_spec: str,
+    tests_dir: Path,
+    out: Path,
+    state: Path | None,
+    keep: bool,
+    workdir: Path | None,
+    timeout: float | None,
+) -> None:
+    """Run PKG::TEST in the foreground; open ipdb where it fails.
+
+    Builds the test's environment and wrapper as a run would, then runs
+    `OUT/rerun/PKG/TEST --ipdb`.  Quitting the debugger ends the run; the
+    exit code is the test's (1 when it failed).
+    """
+    from nixtest.interactive import wrapper_timeout
+    from nixtest.wrappers import seconds
+
+    prepared = _prepare_one(test, set_spec, tests_dir, out, state, interactive=True)
+    limit = seconds(wrapper_timeout(prepared.test, timeout))
+    _exec_wrapper(prepared.wrapper, ["--ipdb", "--timeout", limit, *_wrapper_flags(keep, workdir)])
+
+
+@main.command()
+@click.argument("test", metavar="PKG::TEST", shell_complete=complete_tests)
+@common_options
+@keep_option
+@workdir_option
+def shell(
+    test: str, set_spec: str, tests_dir: Path, out: Path, state: Path | None, keep: bool, workdir: Path | None
+) -> None:
+    """A shell in the working directory and environment of PKG::TEST; the test is not run.
+
+    The profile's bash or sh if it has one, else /bin/sh; the prompt names
+    the test.  Runs `OUT/rerun/PKG/TEST --shell`.
+    """
+    prepared = _prepare_one(test, set_spec, tests_dir, out, state)
+    _exec_wrapper(prepared.wrapper, ["--shell", *_wrapper_flags(keep, workdir)])
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out",
+    default="nixtest-out",
+    envvar="NIXTEST_OUT",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the output folder of the run to repeat",
+)
+@click.option(
+    "--state",
+    "state",
+    default=None,
+    envvar="NIXTEST_STATE",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="state folder [default: XDG cache]",
+)
+@click.option("-v", "--verbose", count=True, help="more output")
+def rerun(out: Path, state: Path | None, verbose: int) -> None:
+    """Run again the tests that failed in the last run into --out.
+
+    With the set, the --tests folder and the options of that run.  The
+    reports in OUT are then those of the tests run again.  Exits 0, saying
+    so, when nothing failed.
+    """
+    from nixtest.interactive import cache_dir, last_failed, load_run, test_names
+    from nixtest.profiles import default_state_dir
+
+    state_dir = state if state is not None else default_state_dir()
+    try:
+        options = load_run(state_dir, out)
+        failed = last_failed(state_dir, out)
+    except NixtestError as exc:
+        _fail_usage(exc)
+    if not failed:
+        click.echo(f"nixtest: nothing failed in the last run into {options.out}: nothing to run again")
+        sys.exit(0)
+    shown = ", ".join(test_names(failed))
+    plural = "s" if len(failed) != 1 else ""
+    click.echo(f"nixtest: running again {len(failed)} test{plural} that failed in the last run: {shown}")
+    try:
+        os.chdir(options.cwd)
+    except OSError as exc:
+        _stop(f"cannot go back to the folder of the last run, {options.cwd}: {exc.strerror}", EXIT_USAGE)
+    try:
+        args = pytest_args(
+            selection_paths(Path(options.tests_dir), tuple(options.selection)),
+            set_spec=options.set_spec,
+            out=Path(options.out),
+            state=state_dir,
+            jobs=options.jobs,
+            keyword=options.keyword,
+            timeout=options.timeout,
+            verbose=max(verbose, options.verbose),
+            only=selected_tests(tuple(options.selection)),
+            extra=(*options.extra, "--lf", "--lfnf=none"),
+            cache_dir=cache_dir(state_dir, Path(options.out)),
         )
     except NixtestError as exc:
         _fail_usage(exc)
     sys.exit(run_pytest(args))
 
 
-@main.command("list")
+# --- nixtest jobset (nixtest/jobset.py) ------------------------------------------
+# Kept above the `__main__` guard so that `python -m nixtest.cli jobset` knows it.
+
+
+@main.command("jobset")
 @click.argument("packages", nargs=-1)
 @common_options
-def list_(packages: tuple[str, ...], set_spec: str, tests_dir: Path, out: Path, state: Path | None) -> None:
-    """List packages and their tests."""
-    from nixtest.definitions import BadTest, find_packages, load_package
+@click.option(
+    "--nixtest",
+    "nixtest_command",
+    default=None,
+    envvar="NIXTEST_NIXTEST",
+    metavar="PATH",
+    help="the nixtest command the jobs run [default: this nixtest]",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="write the jobset to FILE (its paths relative to FILE's folder) instead of printing it",
+)
+def jobset(
+    packages: tuple[str, ...],
+    set_spec: str,
+    tests_dir: Path,
+    out: Path,
+    state: Path | None,
+    nixtest_command: str | None,
+    output: Path | None,
+) -> None:
+    """Print a Hydra jobset (release.nix) for --set nix:FILE: one job per package test.
 
-    folders = find_packages(tests_dir)
-    if packages:
-        wanted = set(packages)
-        folders = [f for f in folders if f.name in wanted]
-        missing = wanted - {f.name for f in folders}
-        if missing:
-            _fail_usage(UsageError(f"no tests for package(s): {', '.join(sorted(missing))}"))
-    for folder in folders:
-        for definition in load_package(folder):
-            note = f"  (error: {definition.error.message})" if isinstance(definition, BadTest) else ""
-            click.echo(f"{definition.nodeid}{note}")
+    The job `<package>.<test>` (e.g. tools.sed.substitute) builds `nixtest run
+    PKG::TEST` into its output, a Hydra-ready OUT folder.  See
+    docs/nix-and-hydra.md.
+    """
+    from nixtest.jobset import jobset_for
+
+    warnings: list[str] = []
+    try:
+        text = jobset_for(set_spec, tests_dir, packages, nixtest_command, output, warnings)
+    except NixtestError as exc:
+        _fail_usage(exc)
+    for warning in warnings:
+        click.echo(f"nixtest jobset: warning: {warning}", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"nixtest jobset: wrote {output}", err=True)
+
+
+# --- end of nixtest jobset ---------------------------------------------------------
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, TextIO
 
 from nixtest.capture import Masker, Tail, mask_text, pump
 from nixtest.results import Step
@@ -39,6 +40,50 @@ class StepFailed(Exception):
     def __init__(self, step: Step) -> None:
         super().__init__(step.detail or step.message)
         self.step = step
+
+
+class TestTimeout(Exception):
+    """The test ran longer than its timeout (raised by `Timer` where the test is)."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} seconds")
+        self.seconds = seconds
+
+
+class Timer:
+    """The test's timeout in a wrapper run by hand (nixtest's own runs are timed by nixtest).
+
+    SIGALRM raises `TestTimeout` in the test's code, so a debugger opens where
+    the test was; the timer is suspended while a debugger is open.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.remaining = 0.0
+
+    def start(self) -> None:
+        if self.seconds > 0:
+            signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def suspend(self) -> None:
+        if self.seconds > 0:
+            self.remaining = signal.setitimer(signal.ITIMER_REAL, 0)[0]
+
+    def resume(self) -> None:
+        if self.seconds > 0 and self.remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL, self.remaining)
+            self.remaining = 0.0
+
+    def cancel(self) -> None:
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.remaining = 0.0
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise TestTimeout(self.seconds)
 
 
 class Recorder:
@@ -91,7 +136,9 @@ def run_process(
     tail = Tail(keep)
     per_stream = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)}
     # straight to the real streams: a step's output is the step's, not the script's
-    sinks = {"stdout": sys.__stdout__.buffer, "stderr": sys.__stderr__.buffer}
+    real_out, real_err = sys.__stdout__, sys.__stderr__
+    assert real_out is not None and real_err is not None
+    sinks = {"stdout": real_out.buffer, "stderr": real_err.buffer}
     maskers = {s: Masker(secrets or []) for s in sinks}
 
     def on_data(stream: str, data: bytes) -> None:
@@ -104,7 +151,13 @@ def run_process(
 
     # A redirected command (`(cmd > "file") & succeeds`) has no pipe for that stream.
     pipes = {"stdout": proc.stdout, "stderr": proc.stderr}
-    pump({pipe.fileno(): stream for stream, pipe in pipes.items() if pipe is not None}, on_data)
+    try:
+        pump({pipe.fileno(): stream for stream, pipe in pipes.items() if pipe is not None}, on_data)
+    except BaseException:
+        # a timeout or Ctrl-C: the step's command does not outlive it
+        proc.kill()
+        proc.wait()
+        raise
     for stream, masker in maskers.items():
         tail.add(stream, masker.flush())
     code = proc.wait()
@@ -181,9 +234,10 @@ def absjoin(*parts: str) -> str:
 
 
 class Driver:
-    def __init__(self, spec: dict[str, Any], result: str | None, ipdb: bool) -> None:
+    def __init__(self, spec: dict[str, Any], result: str | None, ipdb: bool, timeout: float = 0) -> None:
         self.spec = spec
         self.ipdb = ipdb
+        self.timer = Timer(timeout)
         self.secrets = [os.environ[s] for s in spec.get("secrets", []) if os.environ.get(s)]
         self.recorder = Recorder(result, self.secrets)
         self.name = f"{spec['package']}::{spec['test']}"
@@ -195,12 +249,17 @@ class Driver:
             sys.stdout = _Tee("stdout", sys.stdout, outside, self.secrets)
             sys.stderr = _Tee("stderr", sys.stderr, outside, self.secrets)
         try:
+            self.timer.start()
             outcome, message = getattr(self, f"run_{kind}")()
         except KeyboardInterrupt:
             outcome, message = "failed", "interrupted"
+        except TestTimeout as exc:
+            outcome, message = "failed", str(exc)
         except Exception as exc:  # the one place where a driver error becomes an outcome
             outcome, message = "error", f"nixtest driver: {type(exc).__name__}: {exc}"
             traceback.print_exc()
+        finally:
+            self.timer.cancel()
         if outcome != "passed":
             print(f"nixtest: {self.name} {outcome}: {mask_text(message, self.secrets)}", file=sys.stderr)
         for stream in (sys.stdout, sys.stderr):
@@ -252,6 +311,10 @@ class Driver:
             if exc.code in (None, 0):
                 return "passed", ""
             return "failed", f"the script exited with {exc.code!r}"
+        except TestTimeout as exc:
+            self._post_mortem(exc, str(script))
+            line = _script_line(exc.__traceback__, str(script))
+            return "failed", f"{exc}" + (f" (at line {line} of {script.name})" if line else "")
         except Exception as exc:
             _print_from_script(exc, str(script))
             self._post_mortem(exc, str(script))
@@ -260,14 +323,33 @@ class Driver:
             return "failed", f"{type(exc).__name__}{at}: {exc}"
         return "passed", ""
 
-    def _post_mortem(self, exc: BaseException, script: str) -> None:
+    def _post_mortem(self, exc: BaseException, script: str, resume: bool = False) -> None:
+        """With --ipdb: the debugger, at the innermost frame of the test's own file.
+
+        The timeout is suspended while it is open; quitting it goes on with the
+        test's end (a failure).
+        """
         if not self.ipdb:
             return
+        self.timer.suspend()
         tb = _cut_at_script(exc.__traceback__, script)
-        print(f"nixtest: {self.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        import ipdb
-
+        if isinstance(exc, StepFailed) and exc.step in self.recorder.steps:
+            index = self.recorder.steps.index(exc.step) + 1
+            what = f"step {index} {exc.step.message!r} failed: {exc}"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        print(f"nixtest: {self.name}: {what}", file=sys.stderr)
+        print("nixtest: post-mortem debugger; 'q' ends the run (the test failed)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            import ipdb
+        except ImportError:
+            print("nixtest: ipdb is not installed for this interpreter: using pdb", file=sys.stderr)
+            import pdb as ipdb
         ipdb.post_mortem(tb)
+        if resume:
+            self.timer.resume()
 
     # pytest-style modules -----------------------------------------------------
 
@@ -298,7 +380,8 @@ class Driver:
             "-rfEs",
         ]
         if self.ipdb:
-            args += ["--pdb", "--pdbcls=IPython.terminal.debugger:TerminalPdb", "-s", "-x"]
+            # no capture; stop at the first failure, where the plugin opens ipdb
+            args += ["-s", "-x"]
         code = pytest.main(args, plugins=[plugin])
         ini.unlink()
         steps = self.recorder.steps
@@ -363,7 +446,7 @@ class Driver:
 class _Tee(io.TextIOBase):
     """A text stream that also keeps what is written to it, secrets masked."""
 
-    def __init__(self, name: str, real: IO[str], tail: Tail, secrets: list[str]) -> None:
+    def __init__(self, name: str, real: TextIO, tail: Tail, secrets: list[str]) -> None:
         self.name = name
         self.real = real
         self.tail = tail
@@ -431,6 +514,12 @@ def make_module_plugin(driver: Driver, workdir: Path) -> object:
         def pytest_runtest_logreport(self, report: Any) -> None:
             if report.when == "call" or report.outcome != "passed":
                 driver.recorder.step(_step_from_report(report))
+
+        def pytest_exception_interact(self, node: Any, call: Any, report: Any) -> None:
+            """With --ipdb: post-mortem at the failing test function (pytest's own --pdb is not used)."""
+            if driver.ipdb and call.excinfo is not None:
+                print(file=sys.stderr)  # off the line of pytest's progress letters
+                driver._post_mortem(call.excinfo.value, str(driver.spec["script"]), resume=True)
 
     return ModulePlugin()
 
@@ -505,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="the test, as JSON")
     parser.add_argument("--result", help="append steps to this file, as JSON lines")
     parser.add_argument("--ipdb", action="store_true")
+    parser.add_argument("--timeout", type=float, default=0.0, help="seconds; 0 for none")
     args = parser.parse_args(argv)
     # The wrapper hands LD_LIBRARY_PATH over under another name, so that the
     # profile's libraries reach the test's commands but not this interpreter.
@@ -512,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     if hidden is not None:
         os.environ["LD_LIBRARY_PATH"] = hidden
     spec = json.loads(args.spec)
-    return Driver(spec, args.result, args.ipdb).run()
+    return Driver(spec, args.result, args.ipdb, args.timeout).run()
 
 
 if __name__ == "__main__":

@@ -149,10 +149,12 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
     timeout = test.timeout if (test.timeout_set or ctx.timeout is None) else ctx.timeout
     scratch = Path(tempfile.mkdtemp(prefix=f"{test.package}.{test.name}.", dir=ctx.scratch))
     result_file = scratch / "result.jsonl"
-    workdir = scratch / "work"
     log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
     secrets = [os.environ[s] for s in test.secrets if os.environ.get(s)]
-    argv = [str(prepared.wrapper), "--workdir", str(workdir), "--result", str(result_file)]
+    argv = [str(prepared.wrapper), "--result", str(result_file)]
+    # The wrapper makes its working directory under TMPDIR: in our scratch
+    # folder, which goes even if the test is killed before it cleans up.
+    env = dict(os.environ, TMPDIR=str(scratch))
     result = TestResult(
         package=test.package,
         test=test.name,
@@ -164,7 +166,7 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
         profile=str(prepared.plan.profile),
     )
     try:
-        run = run_supervised(argv, log_path=log_path, timeout=timeout, secrets=secrets)
+        run = run_supervised(argv, log_path=log_path, timeout=timeout, secrets=secrets, env=env)
     except NixtestError as exc:
         result.outcome, result.message, result.end = "error", exc.message, time.time()
         return result

@@ -74,6 +74,11 @@ def q(value: str | os.PathLike[str]) -> str:
     return shlex.quote(os.fspath(value))
 
 
+def seconds(value: float) -> str:
+    """A number of seconds as the wrapper's `--timeout` takes it: digits and a point, no exponent."""
+    return f"{value:f}".rstrip("0").rstrip(".") or "0"
+
+
 def render(plan: WrapperPlan) -> str:
     """The wrapper script's text."""
     t = plan.test
@@ -87,6 +92,7 @@ def render(plan: WrapperPlan) -> str:
         "#   --workdir DIR    use DIR (new or empty) as the working directory",
         "#   --shell          prepare everything, then start a shell there instead of the test",
         "#   --ipdb           run in the foreground; open ipdb where the test fails",
+        f"#   --timeout S      stop the test after S seconds (default {seconds(t.timeout)}; 0: never)",
     ]
     if t.secrets:
         lines.append("# Secrets, read from your environment when it runs: " + " ".join(t.secrets))
@@ -100,13 +106,14 @@ def render(plan: WrapperPlan) -> str:
         f"nt_profile={q(plan.profile)}",
         f"nt_python={q(plan.python)}",
         "nt_shell=/bin/sh",
+        f"nt_timeout={seconds(t.timeout)}",
     ]
     for shell in reversed(shells):
         lines.append(f"if [ -x {q(shell)} ]; then nt_shell={q(shell)}; fi")
     lines += [
         "",
         "nt_usage() {",
-        "    printf 'usage: %s [--keep] [--workdir DIR] [--shell] [--ipdb]\\n' \"$0\"",
+        "    printf 'usage: %s [--keep] [--workdir DIR] [--shell] [--ipdb] [--timeout S]\\n' \"$0\"",
         "}",
         "nt_keep=0 nt_mode=run nt_workdir= nt_result=",
         'while [ "$#" -gt 0 ]; do',
@@ -114,22 +121,34 @@ def render(plan: WrapperPlan) -> str:
         "        --keep) nt_keep=1 ;;",
         "        --shell) nt_mode=shell ;;",
         "        --ipdb) nt_mode=ipdb ;;",
-        "        --workdir|--result)",
+        "        --workdir|--result|--timeout)",
         '            if [ "$#" -lt 2 ]; then printf \'%s: %s needs a value\\n\' "$0" "$1" >&2; exit 4; fi',
-        '            if [ "$1" = --workdir ]; then nt_workdir=$2; else nt_result=$2; fi',
+        '            case "$1" in',
+        "                --workdir) nt_workdir=$2 ;; --result) nt_result=$2 ;; *) nt_timeout=$2 ;;",
+        "            esac",
         "            shift ;;",
         "        --workdir=*) nt_workdir=${1#--workdir=} ;;",
         "        --result=*) nt_result=${1#--result=} ;;",
+        "        --timeout=*) nt_timeout=${1#--timeout=} ;;",
         "        -h|--help) nt_usage; exit 0 ;;",
         '        *) printf \'%s: unknown option: %s\\n\' "$0" "$1" >&2; nt_usage >&2; exit 4 ;;',
         "    esac",
         "    shift",
         "done",
+        'case "$nt_timeout" in',
+        "    ''|.|*[!0-9.]*|*.*.*)",
+        '        printf \'%s: --timeout takes a number of seconds, got %s\\n\' "$0" "$nt_timeout" >&2',
+        "        exit 4 ;;",
+        "esac",
+        "# A run of nixtest's (--result) is timed by nixtest, which kills the whole process group.",
+        'if [ -n "$nt_result" ]; then nt_timeout=0; fi',
     ]
-    if not plan.driven:
+    if t.kind in ("run", "imports"):
+        # Its commands run in processes of their own: there is no Python frame of the test's.
         lines += [
             'if [ "$nt_mode" = ipdb ]; then',
-            "    printf 'nixtest: %s is a run: test: it has no Python frame to debug; "
+            f"    printf 'nixtest: %s is {'a run' if t.kind == 'run' else 'an imports'}: test: "
+            "it has no Python frame to debug; "
             '%s --shell opens a shell in its environment\\n\' "$nt_name" "$0" >&2',
             "    exit 4",
             "fi",
@@ -156,7 +175,8 @@ def render(plan: WrapperPlan) -> str:
         '    if [ "$nt_keep" = 1 ]; then',
         "        printf 'nixtest: working directory kept: %s\\n' \"$nt_wd\" >&2",
         "    else",
-        '        chmod -R u+w -- "$nt_wd" 2>/dev/null; rm -rf -- "$nt_wd"',
+        "        # a test may leave read-only folders behind; only then is chmod worth a process",
+        '        rm -rf -- "$nt_wd" 2>/dev/null || { chmod -R u+w -- "$nt_wd"; rm -rf -- "$nt_wd"; }',
         "    fi",
         "}",
         "nt_fail() {",
@@ -166,7 +186,7 @@ def render(plan: WrapperPlan) -> str:
         "trap 'nt_cleanup; exit 130' INT",
         "trap 'nt_cleanup; exit 143' TERM",
         "trap 'nt_cleanup; exit 129' HUP",
-        'mkdir -p -- "$nt_wd/.tmp" || nt_fail TMPDIR',
+        'mkdir -- "$nt_wd/.tmp" || nt_fail TMPDIR',
     ]
     if t.skel is not None:
         lines.append(f'cp -R -- {q(t.skel)}/. "$nt_wd/" || nt_fail skel')
@@ -193,11 +213,13 @@ def render(plan: WrapperPlan) -> str:
     env = plan.environment()
     lines.append("# The test's environment: cleared, then the profile, the test's variables, its secrets.")
     assigns = ['HOME="$nt_wd"', 'TMPDIR="$nt_wd/.tmp"']
+    libraries = ""
     for key, value in env.items():
         if key == "LD_LIBRARY_PATH" and plan.driven:
             # The driver hands it on to the test's commands: its own
-            # interpreter must not load the profile's libraries.
-            key = "NIXTEST_LD_LIBRARY_PATH"
+            # interpreter must not load the profile's libraries.  A shell gets it as it is.
+            libraries = value
+            continue
         assigns.append(q(f"{key}={value}"))
     assigns += [f'${{{s}+"{s}=${s}"}}' for s in t.secrets]
     lines.append("set -- env -i \\")
@@ -205,15 +227,24 @@ def render(plan: WrapperPlan) -> str:
     lines[-1] = lines[-1][:-2]
     lines += [
         'if [ "$nt_mode" = shell ]; then',
-        f'    "$@" PS1={q("[nixtest " + name + "] $ ")} "$nt_shell" -i',
+        "    # The terminal's TERM is passed on to an interactive shell or debugger.",
+        f'    set -- "$@" ${{TERM+"TERM=$TERM"}} PS1={q("[nixtest " + name + "] $ ")} "$nt_shell"',
+        "    # bash reads no rc file (the host's /etc/bash.bashrc): the test reads none either",
+        '    if [ "${nt_shell##*/}" = bash ]; then set -- "$@" --norc; fi',
+        '    "$@" -i',
         "    nt_status=$?",
     ]
+    if libraries:
+        lines.insert(-6, f'    set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}')
     if plan.driven:
         lines += [
             "else",
+            *([f'    set -- "$@" {q("NIXTEST_LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
+            '    if [ "$nt_mode" = ipdb ]; then set -- "$@" ${TERM+"TERM=$TERM"}; fi',
             f'    set -- "$@" "$nt_python" -I -m nixtest.driver --spec {q(json.dumps(plan.spec()))}',
             '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',
+            '    set -- "$@" --timeout "$nt_timeout"',
             '    "$@"',
             "    nt_status=$?",
         ]
@@ -221,8 +252,19 @@ def render(plan: WrapperPlan) -> str:
         assert t.run is not None
         lines += [
             "else",
+            "    nt_timer=",
+            "    # Timed by timeout(1) when it is at hand: in a group of its own that it kills whole,",
+            "    # except on a terminal, where the command stays in the foreground for Ctrl-C and input.",
+            '    if [ "$nt_timeout" != 0 ] && command -v timeout >/dev/null 2>&1; then',
+            "        nt_timer=$nt_timeout",
+            '        set -- -k 5 "$nt_timer" "$@"',
+            '        if [ -t 0 ]; then set -- timeout --foreground "$@"; else set -- timeout "$@"; fi',
+            "    fi",
             f'    "$@" /bin/sh -c {q(t.run)}',
             "    nt_rc=$?",
+            '    if [ -n "$nt_timer" ] && [ "$nt_rc" -eq 124 ]; then',
+            '        printf \'nixtest: %s timed out after %s seconds\\n\' "$nt_name" "$nt_timer" >&2',
+            "    fi",
             f'    if [ "$nt_rc" -eq {t.expect.exit} ]; then',
             "        nt_status=0",
             "    else",
@@ -241,8 +283,13 @@ def render(plan: WrapperPlan) -> str:
 def write_wrapper(plan: WrapperPlan, out: Path) -> Path:
     """Writes the wrapper atomically, executable by anyone who can read it."""
     path = wrapper_path(out, plan.test.package, plan.test.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render(plan)
+    try:
+        # a warm run writes the same wrappers again: leave them be
+        if path.read_text(encoding="utf-8") == text and os.access(path, os.X_OK):
+            return path
+    except OSError:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{plan.test.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
