@@ -214,6 +214,20 @@ def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
     """
     versions = _versions(pset, packages)  # UnknownPackage before anything is written
     names = list(versions)
+
+    # -- hook: a set that builds its own profiles (nix:FILE, nixtest.nix.NixSet) --
+    # `pset.build_profile(names, state_dir)` returns the Profile.  A Nix profile
+    # is a store path: its hash replaces our content addressing, Nix builds it
+    # whole or not at all (no rename needed), its manifest.nix replaces ours,
+    # and the set roots it under state_dir/profiles/ itself.
+    own_builder = getattr(pset, "build_profile", None)
+    if callable(own_builder):
+        profile = own_builder(names, Path(os.path.abspath(state_dir)))
+        if not isinstance(profile, Profile):
+            raise ProfileError(f"the package set {pset.spec!r} built no profile for {names}")
+        return profile
+    # -- end of hook --
+
     key = _key(pset.identity, versions)
     profiles = Path(os.path.abspath(state_dir)) / "profiles"
     final = profiles / _dir_name(key, names)
