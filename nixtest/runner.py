@@ -7,12 +7,14 @@ anything the test itself did wrong is a *failure*.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ class Context:
     _pset: PackageSet | None = None
     _profiles: dict[tuple[str, ...], Profile] = field(default_factory=dict)
     _scratch: Path | None = None
+    counter: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         self.out = Path(os.path.abspath(self.out))
@@ -68,9 +71,8 @@ class Context:
     def scratch(self) -> Path:
         """A private folder for working directories and result files, removed at the end."""
         if self._scratch is None:
+            # 0700: the working directories in it are nobody else's business
             self._scratch = Path(tempfile.mkdtemp(prefix="nixtest-run-"))
-            # the wrapper may run as another user only by hand; ours run as us
-            os.chmod(self._scratch, 0o755)
         return self._scratch
 
     def close(self) -> None:
@@ -147,14 +149,18 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
     """Runs a prepared test's wrapper and reads what it did."""
     test = prepared.test
     timeout = test.timeout if (test.timeout_set or ctx.timeout is None) else ctx.timeout
-    scratch = Path(tempfile.mkdtemp(prefix=f"{test.package}.{test.name}.", dir=ctx.scratch))
-    result_file = scratch / "result.jsonl"
+    # The working directory is made here, in our private scratch folder, and
+    # removed here: also when the test is killed before it could clean up.
+    # The wrapper prepares everything in it.
+    base = ctx.scratch / f"{test.package}.{test.name}.{next(ctx.counter)}"
+    workdir = base.with_name(base.name + ".work")
+    result_file = base.with_name(base.name + ".jsonl")
+    os.mkdir(workdir)
+    os.mkdir(workdir / ".tmp")
     log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
     secrets = [os.environ[s] for s in test.secrets if os.environ.get(s)]
-    argv = [str(prepared.wrapper), "--result", str(result_file)]
-    # The wrapper makes its working directory under TMPDIR: in our scratch
-    # folder, which goes even if the test is killed before it cleans up.
-    env = dict(os.environ, TMPDIR=str(scratch))
+    argv = [str(prepared.wrapper), "--result", str(result_file), "--workdir", str(workdir)]
+    env = dict(os.environ, TMPDIR=str(workdir / ".tmp"))
     result = TestResult(
         package=test.package,
         test=test.name,
@@ -172,7 +178,9 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
         return result
     finally:
         records = _read_records(result_file)
-        _remove_tree(scratch)
+        _remove_tree(workdir)
+        if os.path.lexists(result_file):
+            os.unlink(result_file)
     result.start, result.end = run.start, run.end
     result.exit_code = run.exit_code
     result.timed_out = run.timed_out
@@ -189,8 +197,11 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
             # the driver's own account: only what was printed outside the steps
             result.output = [(str(s), str(t)) for s, t in record.get("chunks", [])]
             result.output_dropped = int(record.get("dropped", 0))
-        elif record.get("type") == "exit" and test.run is not None:
-            code = int(record["exit_code"])
+        elif record.get("type") in ("exit", "exec") and test.run is not None:
+            # "exec": the wrapper became the command, whose exit code is the wrapper's
+            code = int(record["exit_code"]) if "exit_code" in record else int(run.exit_code or 0)
+            if record["type"] == "exec" and not run.timed_out:
+                result.exit_code = EXIT_PASSED if code == test.expect.exit else EXIT_FAILED
             result.steps.append(
                 Step(
                     message=test.run,

@@ -162,17 +162,28 @@ def render(plan: WrapperPlan) -> str:
     lines += [
         "",
         "# A new working directory of its own.",
-        'if [ -n "$nt_workdir" ]; then',
+        'if [ -n "$nt_workdir" ] && [ -n "$nt_result" ]; then',
+        "    # nixtest's own run: it made this empty folder (and .tmp) and removes it afterwards",
+        "    nt_wd=$nt_workdir",
+        'elif [ -n "$nt_workdir" ]; then',
         '    mkdir -p -- "$nt_workdir" || exit 3',
         '    if [ -n "$(ls -A -- "$nt_workdir")" ]; then',
         '        printf \'%s: --workdir %s is not empty\\n\' "$0" "$nt_workdir" >&2; exit 4',
         "    fi",
         '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
+        'elif [ -n "$nt_result" ]; then',
+        "    # nixtest's own run: TMPDIR is a private folder of the runner's, which also",
+        "    # removes it afterwards, so a plain name will do and saves a process.",
+        f'    nt_wd=${{TMPDIR:-/tmp}}/{q(template.replace(".XXXXXX", ""))}.$$',
+        '    mkdir -- "$nt_wd" "$nt_wd/.tmp" || exit 3',
         "else",
         f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(template)}) || exit 3',
         "fi",
+        'if [ ! -d "$nt_wd/.tmp" ]; then mkdir -- "$nt_wd/.tmp" || { rm -rf -- "$nt_wd"; exit 3; }; fi',
         "nt_cleanup() {",
-        '    if [ "$nt_keep" = 1 ]; then',
+        '    if [ -n "$nt_result" ]; then',
+        "        :  # the runner removes its scratch folder",
+        '    elif [ "$nt_keep" = 1 ]; then',
         "        printf 'nixtest: working directory kept: %s\\n' \"$nt_wd\" >&2",
         "    else",
         "        # a test may leave read-only folders behind; only then is chmod worth a process",
@@ -186,7 +197,6 @@ def render(plan: WrapperPlan) -> str:
         "trap 'nt_cleanup; exit 130' INT",
         "trap 'nt_cleanup; exit 143' TERM",
         "trap 'nt_cleanup; exit 129' HUP",
-        'mkdir -- "$nt_wd/.tmp" || nt_fail TMPDIR',
     ]
     if t.skel is not None:
         lines.append(f'cp -R -- {q(t.skel)}/. "$nt_wd/" || nt_fail skel')
@@ -245,6 +255,7 @@ def render(plan: WrapperPlan) -> str:
             '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',
             '    set -- "$@" --timeout "$nt_timeout"',
+            '    if [ -n "$nt_result" ]; then exec "$@"; fi  # nothing is left to do after it',
             '    "$@"',
             "    nt_status=$?",
         ]
@@ -252,6 +263,11 @@ def render(plan: WrapperPlan) -> str:
         assert t.run is not None
         lines += [
             "else",
+            '    if [ -n "$nt_result" ]; then',
+            "        # nixtest's own run: it reads the command's exit code as the wrapper's",
+            '        printf \'{"type": "exec"}\\n\' >> "$nt_result"',
+            f'        exec "$@" /bin/sh -c {q(t.run)}',
+            "    fi",
             "    nt_timer=",
             "    # Timed by timeout(1) when it is at hand: in a group of its own that it kills whole,",
             "    # except on a terminal, where the command stays in the foreground for Ctrl-C and input.",

@@ -227,17 +227,19 @@ def wait_for_logs(proc: subprocess.Popen[bytes], logs: Path, count: int, output:
 
 
 def parent_of(marker: str, deadline: float) -> int:
-    """The parent of the topmost live process whose command line contains `marker`."""
+    """The parent of the topmost live process whose command line or cwd matches `marker` (a regex)."""
     while time.monotonic() < deadline:
         found: dict[int, int] = {}
         for entry in os.listdir("/proc"):
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                # the wrapper execs the test's command, which keeps only its working directory
+                cmdline += b" cwd=" + os.fsencode(os.readlink(f"/proc/{entry}/cwd"))
                 status = Path(f"/proc/{entry}/status").read_text()
             except (OSError, NotADirectoryError):
                 continue
             ppid = re.search(r"^PPid:\s+(\d+)", status, re.M)
-            if marker.encode() in cmdline and "\nState:\tZ" not in status and ppid:
+            if re.search(marker.encode(), cmdline) and "\nState:\tZ" not in status and ppid:
                 found[int(entry)] = int(ppid[1])
         top = [parent for parent in found.values() if parent not in found]
         if top:
@@ -261,10 +263,13 @@ def execute(scenario: Scenario, root: Path, state: Path) -> Run:
     output = root / "terminal.txt"
     with open(output, "wb") as terminal:
         # a session of its own: SIGINT reaches this run alone, as from its terminal
+        # TMPDIR of its own: the runner's scratch folder, so its processes are told apart
+        tmpdir = root / "tmp"
+        tmpdir.mkdir()
         proc = subprocess.Popen(
             argv,
             cwd=root,
-            env=clean_env(state),
+            env={**clean_env(state), "TMPDIR": str(tmpdir)},
             stdin=subprocess.DEVNULL,
             stdout=terminal,
             stderr=subprocess.STDOUT,
@@ -283,8 +288,10 @@ def execute(scenario: Scenario, root: Path, state: Path) -> Run:
             if scenario.crash:
                 # the wrapper runs in a session of its own, as a child of its worker
                 package = next(iter(scenario.packages))
-                wrapper = root / scenario.out / "rerun" / package / scenario.crash
-                worker = parent_of(str(wrapper), time.monotonic() + 60)
+                # the runner's working directory of that test: TMPDIR/<scratch>/<pkg>.<test>.<n>.work
+                name = re.escape(f"{package}.{scenario.crash}.")
+                marker = re.escape(str(tmpdir)) + rf"/[^/]+/{name}"
+                worker = parent_of(marker, time.monotonic() + 60)
                 assert worker != proc.pid, "the test does not run in a pytest-xdist worker"
                 os.kill(worker, signal.SIGKILL)
             returncode = proc.wait(timeout=RUN_TIMEOUT)

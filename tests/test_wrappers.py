@@ -223,11 +223,12 @@ def test_default_workdir_is_under_tmpdir(world: dict[str, Path]) -> None:
 def test_exit_code_and_expected_exit(world: dict[str, Path]) -> None:
     result = world["root"] / "result.jsonl"
     wrapper = make_wrapper(world, make_test(world, run="exit 3", expect=Expect(exit=3)))
+    # By hand: the wrapper compares the exit code with `expect`.
+    assert run_wrapper(wrapper).returncode == 0
+    # nixtest's run (--result): the wrapper becomes the command and says so.
     done = run_wrapper(wrapper, "--result", str(result))
-    assert done.returncode == 0, done.stderr
-    assert [json.loads(line) for line in result.read_text().splitlines()] == [
-        {"type": "exit", "exit_code": 3}
-    ]
+    assert done.returncode == 3, done.stderr
+    assert [json.loads(line) for line in result.read_text().splitlines()] == [{"type": "exec"}]
 
     wrapper = make_wrapper(world, make_test(world, name="bad", run="echo out; exit 2"))
     done = run_wrapper(wrapper)
