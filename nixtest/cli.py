@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from nixtest.completion import complete_packages, complete_selection, complete_tests, install
-from nixtest.definitions import DEFINITIONS_FILE
+from nixtest.definitions import DEFINITIONS_FILE, load_package
 from nixtest.errors import NixtestError, UsageError
 
 install()  # bash completion that keeps PKG::TEST one word
@@ -121,6 +121,10 @@ def selection_paths(tests_dir: Path, selection: tuple[str, ...]) -> list[str]:
             raise UsageError(
                 f"no tests for package {package!r}: {tests_dir / package / DEFINITIONS_FILE} does not exist"
             )
+        if sep:
+            names = {definition.name for definition in load_package(tests_dir / package)}
+            if test not in names:
+                raise UsageError(f"no test {test!r} in {tests_dir / package / DEFINITIONS_FILE}")
         path = str(tests_dir / package)
         if path not in paths:
             paths.append(path)

@@ -217,6 +217,10 @@ def load_package(package_dir: Path) -> list[Definition]:
         try:
             if name in twice:
                 raise DefinitionError(shown, name, None, "the test is given twice")
+            if not isinstance(raw_name, str):
+                # YAML reads `true:`, `no:`, `null:`, `1.10:` as other things than their text
+                problem = f"a test name must be a string: YAML read {_typename(raw_name)}; quote it"
+                raise DefinitionError(shown, name, None, problem)
             result.append(_parse_test(package, name, file, shown, body))
         except DefinitionError as err:
             safe = name if TEST_NAME.match(name) and name not in (".", "..") else _safe_name(name)

@@ -358,14 +358,13 @@ class Driver:
 
         script = Path(self.spec["script"])
         workdir = Path.cwd()
-        ini = workdir / ".nixtest-pytest.ini"
-        ini.write_text("[pytest]\n")
         sys.dont_write_bytecode = True
         plugin = make_module_plugin(self, workdir)
         args = [
             str(script),
+            # no configuration of the project's: the working directory holds only the test's files
             "-c",
-            str(ini),
+            os.devnull,
             "--rootdir",
             str(script.parent),
             "--confcutdir",
@@ -383,7 +382,6 @@ class Driver:
             # no capture; stop at the first failure, where the plugin opens ipdb
             args += ["-s", "-x"]
         code = pytest.main(args, plugins=[plugin])
-        ini.unlink()
         steps = self.recorder.steps
         bad = [s for s in steps if s.outcome in ("failed", "error")]
         if bad:

@@ -66,11 +66,20 @@ def run_supervised(
         command = local[argv[0]][list(argv[1:])]
     except CommandNotFound:
         raise ExecutionError(f"could not start {argv[0]}: command not found") from None
-    with open(log_path, "wb") as log:
+    # unbuffered: `tail -f` shows the output as it comes, and a killed worker loses none of it
+    with open(log_path, "wb", buffering=0) as log:
+
+        def write(data: bytes) -> None:
+            view = memoryview(data)
+            while view:  # a raw file may take part of it
+                written = log.write(view)
+                if not written:
+                    raise OSError(f"could not write {log_path}")
+                view = view[written:]
 
         def on_data(stream: str, data: bytes) -> None:
             data = maskers[stream].feed(data)
-            log.write(data)
+            write(data)
             output.add(stream, data)
 
         try:
@@ -134,7 +143,7 @@ def run_supervised(
                 pump(fds, on_data, deadline=time.monotonic() + DRAIN)
             for stream, masker in maskers.items():
                 rest = masker.flush()
-                log.write(rest)
+                write(rest)
                 output.add(stream, rest)
             proc.stdout.close()
             proc.stderr.close()
@@ -142,8 +151,8 @@ def run_supervised(
     if timed_out:
         message = f"\nnixtest: timed out after {timeout:g} seconds; the test's process group was killed\n"
         output.add("stderr", message.encode())
-        with open(log_path, "ab") as log:
-            log.write(message.encode())
+        with open(log_path, "ab") as tail_log:
+            tail_log.write(message.encode())
     return ProcessRun(
         command=list(argv),
         exit_code=code,

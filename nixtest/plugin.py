@@ -107,6 +107,20 @@ class ResultCollector:
         self.config = config
         self.results: dict[str, TestResult] = {}
         self.start = time.time()
+        #: package tests were collected: the reports are written even if none finished
+        self.active = False
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.active = self.active or any(isinstance(item, PackageTest) for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # the controller collects nothing itself under pytest-xdist: the workers tell it
+        for nodeid in ids:
+            path = nodeid.partition("::")[0]
+            if (self.config.rootpath / path / DEFINITIONS_FILE).is_file():
+                self.active = True
+                return
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
@@ -140,7 +154,7 @@ class ResultCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.results:
+        if not self.results and not self.active:
             return
         from nixtest.reports import write_reports
 

@@ -174,7 +174,7 @@ def render(plan: WrapperPlan) -> str:
         'elif [ -n "$nt_result" ]; then',
         "    # nixtest's own run: TMPDIR is a private folder of the runner's, which also",
         "    # removes it afterwards, so a plain name will do and saves a process.",
-        f'    nt_wd=${{TMPDIR:-/tmp}}/{q(template.replace(".XXXXXX", ""))}.$$',
+        f"    nt_wd=${{TMPDIR:-/tmp}}/{q(template.replace('.XXXXXX', ''))}.$$",
         '    mkdir -- "$nt_wd" "$nt_wd/.tmp" || exit 3',
         "else",
         f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(template)}) || exit 3',

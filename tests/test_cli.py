@@ -40,6 +40,7 @@ def test_selection_paths(tests_dir: Path) -> None:
         (("hello::",), "not a package or PKG::TEST: 'hello::'"),
         (("::a",), "not a package or PKG::TEST: '::a'"),
         (("a/b",), "not a package or PKG::TEST: 'a/b'"),
+        (("hello::no-such-test",), "no test 'no-such-test' in "),
     ],
 )
 def test_selection_errors(tests_dir: Path, selection: tuple[str, ...], message: str) -> None:
@@ -175,6 +176,7 @@ def test_run_reads_nixtest_environment_variables(
         (["no-such-package"], "nixtest: no tests for package 'no-such-package'"),
         (["-j", "lots"], "nixtest: -j takes a number or 'auto', got 'lots'"),
         (["hello::"], "nixtest: not a package or PKG::TEST: 'hello::'"),
+        (["hello::no-such-test"], "nixtest: no test 'no-such-test' in "),
     ],
 )
 def test_run_usage_errors_exit_4(

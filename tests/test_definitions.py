@@ -266,6 +266,16 @@ def test_bad_test_name_gets_a_safe_name(tmp_path: Path) -> None:
     assert good(defs, "ok")
 
 
+def test_test_names_yaml_reads_as_other_types_are_errors(tmp_path: Path) -> None:
+    text = "tests: {true: {run: hello}, null: {run: hello}, 'no': {run: hello}}"
+    folder = write_package(tmp_path, "hello", text)
+    defs = load_package(folder)
+    for name in ("True", "None"):
+        err = bad(defs, name)
+        assert "must be a string" in err.message and "quote it" in err.message, err.message
+    assert good(defs, "no"), "a quoted name is a name"
+
+
 def test_duplicate_test_name(tmp_path: Path) -> None:
     folder = write_package(
         tmp_path, "hello", "tests:\n  twice: {run: hello}\n  twice: {run: 'false'}\n  ok: {run: hello}\n"
