@@ -271,7 +271,7 @@ def test_execute_masks_secrets_and_cleans_up(
     assert "token=***" in "".join(t for s in r.steps for _, t in s.output)
     assert "very-secret-value-42" not in Path(r.log_path).read_text()
     scratch = ctx.scratch
-    assert stat.S_IMODE(scratch.stat().st_mode) == 0o755
+    assert stat.S_IMODE(scratch.stat().st_mode) == 0o700, "the working directories are private"
     assert os.listdir(scratch) == [], "each test's scratch folder is removed"
     ctx.close()
     assert not scratch.exists()
