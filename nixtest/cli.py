@@ -22,6 +22,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USAGE = 4
 
 
+def _decorate(func: F, options: list[Callable[[Any], Any]]) -> F:
+    """Applies click options in the order they are listed (click's --help shows that order)."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def common_options(func: F) -> F:
     """The options every command takes; each also reads NIXTEST_<OPTION>."""
     options = [
@@ -61,9 +68,7 @@ def common_options(func: F) -> F:
             help="state folder for profiles [default: XDG cache]",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _decorate(func, options)
 
 
 def run_options(func: F) -> F:
@@ -95,9 +100,7 @@ def run_options(func: F) -> F:
         ),
         click.option("-v", "--verbose", count=True, help="more output"),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _decorate(func, options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
