@@ -166,6 +166,9 @@ def pytest_args(
         args += ["--nixtest-only", item]
     # nixtest's own run, not the project's pytest configuration
     args += ["-c", os.devnull, "--rootdir", os.getcwd()]
+    # No Python test code runs in this process (pytest modules run inside their
+    # wrappers), and nixtest is imported already: rewriting asserts would only warn.
+    args += ["--assert=plain"]
     if state is not None:
         args += ["--nixtest-state", str(state)]
     if timeout is not None:

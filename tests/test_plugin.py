@@ -60,3 +60,11 @@ def test_a_run_with_nothing_collected_writes_no_reports(tmp_path: Path) -> None:
     output = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert proc.returncode == 5, output
     assert not (out / "junit.xml").exists()
+
+
+def test_nixtest_run_prints_no_warnings(tmp_path: Path) -> None:
+    """nixtest imports itself before pytest loads it as a plugin: pytest must not warn about it."""
+    proc, _ = start_run(tmp_path, "tests:\n  a:\n    run: 'true'\n")
+    output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == 0, output
+    assert "warnings summary" not in output and "Warning" not in output, output
