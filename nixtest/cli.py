@@ -29,6 +29,28 @@ def _decorate(func: F, options: list[Callable[[Any], Any]]) -> F:
     return func
 
 
+def out_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--out",
+        "out",
+        default="nixtest-out",
+        envvar="NIXTEST_OUT",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help,
+    )
+
+
+state_option = click.option(
+    "--state",
+    "state",
+    default=None,
+    envvar="NIXTEST_STATE",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="state folder for profiles [default: XDG cache]",
+)
+
+
 def common_options(func: F) -> F:
     """The options every command takes; each also reads NIXTEST_<OPTION>."""
     options = [
@@ -50,23 +72,8 @@ def common_options(func: F) -> F:
             type=click.Path(file_okay=False, path_type=Path),
             help="folder of package test definitions",
         ),
-        click.option(
-            "--out",
-            "out",
-            default="nixtest-out",
-            envvar="NIXTEST_OUT",
-            show_default=True,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="output folder: reports, logs, wrappers",
-        ),
-        click.option(
-            "--state",
-            "state",
-            default=None,
-            envvar="NIXTEST_STATE",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="state folder for profiles [default: XDG cache]",
-        ),
+        out_option("output folder: reports, logs, wrappers"),
+        state_option,
     ]
     return _decorate(func, options)
 
@@ -424,23 +431,8 @@ def shell(
 
 
 @main.command()
-@click.option(
-    "--out",
-    "out",
-    default="nixtest-out",
-    envvar="NIXTEST_OUT",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="the output folder of the run to repeat",
-)
-@click.option(
-    "--state",
-    "state",
-    default=None,
-    envvar="NIXTEST_STATE",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="state folder [default: XDG cache]",
-)
+@out_option("the output folder of the run to repeat")
+@state_option
 @click.option("-v", "--verbose", count=True, help="more output")
 def rerun(out: Path, state: Path | None, verbose: int) -> None:
     """Run again the tests that failed in the last run into --out.
