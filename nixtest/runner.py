@@ -270,12 +270,17 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _remove_tree(path: Path) -> None:
-    def make_writable(func: Any, name: str, _: Any) -> None:
-        os.chmod(os.path.dirname(name), 0o755)
-        os.chmod(name, 0o700) if os.path.isdir(name) else None
+    """Removes a test's folder, also where the test made folders read-only or removed it."""
+
+    def retry_writable(func: Any, name: str, exc_info: Any) -> None:
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        os.chmod(os.path.dirname(name), 0o700)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, 0o700)
         func(name)
 
-    shutil.rmtree(path, onerror=make_writable)
+    shutil.rmtree(path, onerror=retry_writable)
 
 
 def format_failure(result: TestResult, tail_lines: int = 30) -> str:

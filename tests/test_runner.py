@@ -298,3 +298,11 @@ def test_execute_skip_and_error(ctx: Context, tmp_path: Path) -> None:
     r = execute(broken, ctx)
     assert (r.outcome, r.exit_code) == ("error", 3)
     assert r.message == "nixtest: hello::broken: could not prepare the working directory: skel"
+
+
+@needs_dpkg
+def test_a_test_that_removes_its_own_workdir_is_still_a_result(ctx: Context, tmp_path: Path) -> None:
+    defs = definitions(tmp_path, 'tests: {gone: {run: "cd / && rm -rf \\"$HOME\\"", profile: [coreutils]}}')
+    r = execute(prepared(defs["gone"], ctx), ctx)
+    assert r.outcome == "passed", r.message
+    assert os.listdir(ctx.scratch) == []
