@@ -64,7 +64,9 @@ def test_secrets_are_masked_in_log_and_tail(tmp_path: Path) -> None:
     log = tmp_path / "t.log"
     # printed in pieces, so that the secret spans reads
     script = 'printf "a %s" "${S%%-*}"; sleep 0.2; printf "%s b\\n" "-${S#*-}"; echo "$S" >&2'
-    run = run_supervised(sh(script), log_path=log, timeout=30, secrets=[secret], env={"S": secret})
+    # PATH for sleep: without it, "sleep: not found" on stderr could land between the pieces
+    env = {"S": secret, "PATH": "/usr/bin:/bin"}
+    run = run_supervised(sh(script), log_path=log, timeout=30, secrets=[secret], env=env)
     data = log.read_bytes()
     assert secret.encode() not in data
     assert b"a *** b\n" in data and b"***\n" in data
