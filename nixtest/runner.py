@@ -197,10 +197,10 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
             # the driver's own account: only what was printed outside the steps
             result.output = [(str(s), str(t)) for s, t in record.get("chunks", [])]
             result.output_dropped = int(record.get("dropped", 0))
-        elif record.get("type") in ("exit", "exec") and test.run is not None:
-            # "exec": the wrapper became the command, whose exit code is the wrapper's
-            code = int(record["exit_code"]) if "exit_code" in record else int(run.exit_code or 0)
-            if record["type"] == "exec" and not run.timed_out:
+        elif record.get("type") == "exec" and test.run is not None:
+            # the wrapper became the command: its exit code is the command's
+            code = int(run.exit_code or 0)
+            if not run.timed_out:
                 result.exit_code = EXIT_PASSED if code == test.expect.exit else EXIT_FAILED
             result.steps.append(
                 Step(

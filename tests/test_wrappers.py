@@ -225,10 +225,14 @@ def test_exit_code_and_expected_exit(world: dict[str, Path]) -> None:
     wrapper = make_wrapper(world, make_test(world, run="exit 3", expect=Expect(exit=3)))
     # By hand: the wrapper compares the exit code with `expect`.
     assert run_wrapper(wrapper).returncode == 0
-    # nixtest's run (--result): the wrapper becomes the command and says so.
-    done = run_wrapper(wrapper, "--result", str(result))
+    # nixtest's run (--result, in a folder it made): the wrapper becomes the command and says so,
+    # and leaves the folder for nixtest to remove.
+    workdir = world["root"] / "runner-made"
+    (workdir / ".tmp").mkdir(parents=True)
+    done = run_wrapper(wrapper, "--result", str(result), "--workdir", str(workdir))
     assert done.returncode == 3, done.stderr
     assert [json.loads(line) for line in result.read_text().splitlines()] == [{"type": "exec"}]
+    assert (workdir / "profile").is_symlink()
 
     wrapper = make_wrapper(world, make_test(world, name="bad", run="echo out; exit 2"))
     done = run_wrapper(wrapper)
