@@ -1,5 +1,8 @@
 """Shared fixtures of nixtest's own test suite.
 
+The markers for tests that need a real part of the machine (nix, chromium,
+root, dpkg...) are in the checkout's top-level conftest.py.
+
 Every test gets `NIXTEST_STATE` pointing at a temporary, world-readable state
 folder (shared by the session, so that profiles are built once), so that no
 test touches the default state folder.  Package test trees that a wrapper may
@@ -21,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-HAVE_DPKG = shutil.which("dpkg-query") is not None and os.path.exists("/var/lib/dpkg/status")
-needs_dpkg = pytest.mark.skipif(not HAVE_DPKG, reason="needs dpkg (a Debian or Ubuntu host)")
+#: the same as `@pytest.mark.dpkg` (the checkout's conftest.py): kept for the tests that import it
+needs_dpkg = pytest.mark.dpkg
 
 
 def world_readable_dir(prefix: str) -> Path:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from conftest import Suite, nixtest_command
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("hello") is None or shutil.which("ls") is None,
-    reason="the tests use the host packages hello and coreutils",
-)
+# the tests use the host packages hello and coreutils
+pytestmark = pytest.mark.tools("hello", "ls")
 
 SECRET = "show-must-not-print-9c1f"
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pexpect
 import pytest
+
 from conftest import Suite, nixtest_command, pids_matching
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("hello") is None or shutil.which("ls") is None,
-    reason="the tests use the host packages hello and coreutils",
-)
+# the tests use the host packages hello and coreutils
+pytestmark = pytest.mark.tools("hello", "ls")
 
 #: seconds for each expected output
 EXPECT_TIMEOUT = 30
@@ -341,9 +340,8 @@ def test_wrapper_shell_keep_prints_and_keeps_the_working_directory(hello: Suite)
     shutil.rmtree(workdir)
 
 
+@pytest.mark.tools("bash")
 def test_the_shell_is_the_profiles_own_when_it_has_one(suite: Suite) -> None:
-    if shutil.which("bash") is None:
-        pytest.skip("needs bash")
     suite.package("bash", "tests:\n  features:\n    run: bash --version\n    profile: [bash, coreutils]\n")
     child = spawn(nixtest_args(suite, "shell", "bash::features"), suite.root)
     prompt = "[nixtest bash::features] $ "
@@ -392,13 +390,12 @@ def test_every_report_carries_the_commands_that_reproduce_and_debug(hello: Suite
 # -- shell completion ---------------------------------------------------------------
 
 
+@pytest.mark.tools("bash")
 def test_bash_completes_commands_packages_and_tests(hello: Suite) -> None:
-    if shutil.which("bash") is None:
-        pytest.skip("needs bash")
     # the installed command: click names the completion variable after the program
     bindir = Path(sys.executable).parent
-    if not (bindir / "nixtest").is_file():
-        pytest.skip(f"the nixtest command is not installed next to {sys.executable}")
+    # pip installs the command next to the interpreter: without it the install is broken
+    assert (bindir / "nixtest").is_file(), f"the nixtest command is not installed next to {sys.executable}"
     hello.package("coreutils", "tests:\n  ls:\n    run: ls\n")
     hello.package("coreutils-extra", "tests:\n  cat:\n    run: cat /dev/null\n")
     env = {

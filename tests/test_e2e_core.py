@@ -23,14 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HAVE_DPKG, Suite, pgrep, pids_matching, world_readable_dir
 
 import nixtest
+from conftest import Suite, pgrep, pids_matching, world_readable_dir
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_DPKG or shutil.which("hello") is None,
-    reason="the end-to-end runs test the host's dpkg packages hello, coreutils, bash and python3",
-)
+# the end-to-end runs test the host's dpkg packages hello, coreutils, bash and python3
+pytestmark = [pytest.mark.dpkg, pytest.mark.tools("hello")]
 
 #: seconds a whole run may take before the test gives up on it
 RUN_TIMEOUT = 180
@@ -256,8 +254,7 @@ def readable_python(root: Path) -> str:
     return python
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="running a wrapper as another user needs root")
-@pytest.mark.skipif(shutil.which("runuser") is None, reason="runuser (util-linux) is not installed")
+@pytest.mark.root
 def test_wrappers_rerun_as_nobody_from_anywhere(pytester: pytest.Pytester, hello_suite: Suite) -> None:
     suite = hello_suite
     python = readable_python(suite.root)

@@ -19,7 +19,7 @@ timed-out tests with -j 1 and -j 2; the same with a test that prints 3 MB of
 random bytes (NUL, ESC, invalid UTF-8), once through plain `pytest -n 2`; runs
 interrupted with SIGINT halfway (-j 1: the process, -j 2: its process group, as
 a terminal's Ctrl-C); and a run whose pytest-xdist worker is killed mid-test.
-log.html is also opened once in headless chromium (skipped if not installed).
+log.html is also opened once in headless chromium (marked `chromium`).
 """
 
 from __future__ import annotations
@@ -42,19 +42,12 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-JUNIT_XSD = REFERENCE / "junit" / "jenkins-xunit-junit-10.xsd"
+# ../shared/reference/ comes from the `reference` fixture of the checkout's conftest.py
+JUNIT_XSD = "junit/jenkins-xunit-junit-10.xsd"
 PIPELINES = ["nixos-test-driver", "nix", "hydra"]
 
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(),
-    reason=f"the reference schemas and stylesheets are not there: {REFERENCE} is missing",
-)
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("hello") is None,
-    reason="the runs test the host packages hello and coreutils: GNU hello is not installed",
-)
+# the runs test the host packages hello and coreutils
+pytestmark = pytest.mark.tools("hello")
 
 #: seconds a whole run may take before the test gives up on it
 RUN_TIMEOUT = 120
@@ -428,12 +421,10 @@ def test_the_reports_hold_the_right_tests(run: Run) -> None:
 # -- junit.xml -----------------------------------------------------------------
 
 
-@needs_reference
-def test_junit_validates_with_xmllint(run: Run) -> None:
-    if shutil.which("xmllint") is None:
-        pytest.fail("xmllint is missing: apt-get install libxml2-utils")
+@pytest.mark.tools("xmllint")
+def test_junit_validates_with_xmllint(run: Run, reference: Path) -> None:
     proc = subprocess.run(
-        ["xmllint", "--noout", "--schema", str(JUNIT_XSD), str(run.out / "junit.xml")],
+        ["xmllint", "--noout", "--schema", str(reference / JUNIT_XSD), str(run.out / "junit.xml")],
         capture_output=True,
         text=True,
     )
@@ -692,23 +683,21 @@ def parse_html(text: str) -> Node:
 
 
 def xsltproc(*args: str, stdin: bytes | None = None) -> bytes:
-    if shutil.which("xsltproc") is None:
-        pytest.fail("xsltproc is missing: apt-get install xsltproc")
     proc = subprocess.run(["xsltproc", *args], input=stdin, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     assert not proc.stderr, proc.stderr.decode(errors="replace")[-3000:]
     return proc.stdout
 
 
-@needs_reference
+@pytest.mark.tools("xsltproc")
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_logxml_renders_with_the_stylesheets(run: Run, pipeline: str) -> None:
+def test_logxml_renders_with_the_stylesheets(run: Run, reference: Path, pipeline: str) -> None:
     log_xml = str(run.out / "log.xml")
     if pipeline == "nixos-test-driver":
-        html = xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), log_xml)
+        html = xsltproc(str(reference / pipeline / "log2html.xsl"), log_xml)
     else:
-        marked = xsltproc(str(REFERENCE / pipeline / "mark-errors.xsl"), log_xml)
-        html = xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), "-", stdin=marked)
+        marked = xsltproc(str(reference / pipeline / "mark-errors.xsl"), log_xml)
+        html = xsltproc(str(reference / pipeline / "log2html.xsl"), "-", stdin=marked)
     tree = parse_html(html.decode("utf-8"))
     # head and line become <code> (Nix, NixOS) or <span class="code"> (Hydra), in order
     rendered = [n.text() for n in tree.iter() if n.tag == "code" or (n.tag == "span" and "code" in n.classes)]
@@ -825,7 +814,6 @@ def test_interrupted_run_says_so(interrupted_run: Run) -> None:
 
 # -- log.html in a real browser ------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -850,10 +838,11 @@ PROBE = (
 
 
 def chromium(tmp_path: Path, *args: str) -> str:
-    assert CHROMIUM is not None
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser is not None  # the test is marked `chromium`
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
     proc = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
         capture_output=True,
         text=True,
         timeout=90,
@@ -862,7 +851,7 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.chromium
 def test_loghtml_in_headless_chromium(runs: Runs, tmp_path: Path) -> None:
     run = runs.get("kinds-j1")
     page = run.out / "log.html"

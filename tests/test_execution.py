@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pids_matching
 
+from conftest import pids_matching
 from nixtest.errors import ExecutionError
 from nixtest.execution import run_supervised
 

@@ -28,8 +28,6 @@ from nixtest.profiles import build_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nix"
-HAVE_NIX = all(shutil.which(tool) for tool in ("nix-build", "nix-env", "nix-store", "nix-instantiate"))
-needs_nix = pytest.mark.skipif(not HAVE_NIX, reason="needs Nix: nix-build is not on PATH (Debian: nix-bin)")
 #: offline, unsandboxed (the builders use the machine's /bin/sh), builds as root
 OFFLINE_NIX_CONFIG = "substituters =\nsandbox = false\nbuild-users-group ="
 
@@ -209,7 +207,7 @@ def test_bad_specs() -> None:
 # the set
 
 
-@needs_nix
+@pytest.mark.nix
 def test_bad_nix_files_are_one_line_errors(scratch: Path) -> None:
     cases = {
         "syntax.nix": ("{ a = ", r"syntax\.nix: listing its packages: syntax error.*\(at .*syntax\.nix:1:"),
@@ -230,7 +228,7 @@ def test_bad_nix_files_are_one_line_errors(scratch: Path) -> None:
     assert load_set(f"nix:{scratch}").names() == []
 
 
-@needs_nix
+@pytest.mark.nix
 def test_listing_versions_and_nested_names(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = write_set(
         scratch,
@@ -271,7 +269,7 @@ def test_listing_versions_and_nested_names(scratch: Path, monkeypatch: pytest.Mo
         pset.version("nope")
 
 
-@needs_nix
+@pytest.mark.nix
 def test_packages_are_built_lazily_with_gc_roots(scratch: Path) -> None:
     file = write_set(
         scratch,
@@ -311,7 +309,7 @@ def test_packages_are_built_lazily_with_gc_roots(scratch: Path) -> None:
     assert store_path_exists(path["data"])  # a dependency, through its references
 
 
-@needs_nix
+@pytest.mark.nix
 def test_profiles_are_nix_profiles(example: Path, scratch: Path) -> None:
     state = scratch / "state"
     pset = load_set(f"nix:{example}")
@@ -332,7 +330,7 @@ def test_profiles_are_nix_profiles(example: Path, scratch: Path) -> None:
     assert both.path != hello.path and both.collisions == ()
 
 
-@needs_nix
+@pytest.mark.nix
 def test_collisions_follow_priority_then_order(scratch: Path) -> None:
     file = write_set(
         scratch,
@@ -363,7 +361,7 @@ def test_collisions_follow_priority_then_order(scratch: Path) -> None:
     ]
 
 
-@needs_nix
+@pytest.mark.nix
 def test_a_failed_build_is_a_one_line_profile_error(scratch: Path) -> None:
     file = write_set(scratch, '{ broken = mk "broken-1" "echo the build went wrong >&2; exit 3"; }')
     pset = load_set(f"nix:{file}")
@@ -378,7 +376,7 @@ def test_a_failed_build_is_a_one_line_profile_error(scratch: Path) -> None:
 # runs
 
 
-@needs_nix
+@pytest.mark.nix
 def test_example_run(example: Path, scratch: Path) -> None:
     out = scratch / "out"
     done = run_nixtest(
@@ -427,7 +425,7 @@ def test_example_run(example: Path, scratch: Path) -> None:
     assert as_nobody(out / "rerun" / "goodbye" / "greets").returncode == 1
 
 
-@needs_nix
+@pytest.mark.nix
 def test_only_selected_tests_build_their_packages(scratch: Path) -> None:
     file = write_set(
         scratch,
@@ -493,10 +491,8 @@ ls["no-such-file"] & fails("ls of a missing file fails")
 """
 
 
-@needs_nix
-@pytest.mark.skipif(
-    not os.path.exists("/var/lib/dpkg/status"), reason="needs dpkg: compares with the host set"
-)
+@pytest.mark.nix
+@pytest.mark.dpkg  # compares with the host set
 def test_same_outcomes_as_on_the_host_set(scratch: Path) -> None:
     file = write_set(scratch, COMPARE_SET)
     tests = scratch / "pt"

@@ -24,8 +24,6 @@ from nixtest.profiles import build_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nix"
-HAVE_NIX = all(shutil.which(tool) for tool in ("nix-build", "nix-env", "nix-store", "nix-instantiate"))
-needs_nix = pytest.mark.skipif(not HAVE_NIX, reason="needs Nix: nix-build is not on PATH (Debian: nix-bin)")
 OFFLINE_NIX_CONFIG = "substituters =\nsandbox = false\nbuild-users-group ="
 
 #: every job of examples/nix/ and whether its test fails (on purpose: goodbye.greets)
@@ -152,7 +150,7 @@ def test_jobset_needs_a_nix_set() -> None:
 # with Nix
 
 
-@needs_nix
+@pytest.mark.nix
 def test_bad_nix_file_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "bad.nix").write_text("{ a = ")
     done = nixtest(
@@ -163,7 +161,7 @@ def test_bad_nix_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert f"{tmp_path / 'bad.nix'}: listing its packages: syntax error" in done.stderr
 
 
-@needs_nix
+@pytest.mark.nix
 def test_jobset_evaluates(release: Path, fresh_example: Path) -> None:
     text = release.read_text()
     assert "packageSet ? ./default.nix" in text and "tests ? ./package_tests" in text
@@ -194,7 +192,7 @@ def test_jobset_evaluates(release: Path, fresh_example: Path) -> None:
     assert json.loads(command) == "/opt/x/bin/nixtest"
 
 
-@needs_nix
+@pytest.mark.nix
 def test_every_job_builds_a_hydra_output(release: Path, fresh_example: Path, tmp_path: Path) -> None:
     links = fresh_example / "results"
     args = ["nix-build", str(release), "--max-jobs", "4", "-o", str(links / "r")]
@@ -250,7 +248,7 @@ def test_every_job_builds_a_hydra_output(release: Path, fresh_example: Path, tmp
         assert rerun.returncode == (1 if fails else 0), (attr, rerun.stdout, rerun.stderr)
 
 
-@needs_nix
+@pytest.mark.nix
 def test_jobs_of_broken_definitions_fail_with_output(tmp_path: Path) -> None:
     """A package the set lacks and a bad definition: the jobs build and report the error."""
     root = readable_dir("nixtest-jobset-bad-")

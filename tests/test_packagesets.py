@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,9 +20,6 @@ from nixtest.packagesets import (
     load_set,
     parse_dpkg_listfiles,
 )
-
-HAVE_DPKG = shutil.which("dpkg-query") is not None and os.path.exists("/var/lib/dpkg/status")
-needs_dpkg = pytest.mark.skipif(not HAVE_DPKG, reason="needs dpkg")
 
 
 def dpkg_field(package: str, field: str) -> str:
@@ -59,7 +55,7 @@ def counting_run(monkeypatch: pytest.MonkeyPatch) -> CountingRun:
 # dpkg, for real
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_names_version_has() -> None:
     pset = DpkgSet()
     names = pset.names()
@@ -75,7 +71,7 @@ def test_dpkg_names_version_has() -> None:
     assert not any(":" in n for n in names)
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_identity_names_native_arch() -> None:
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -83,7 +79,7 @@ def test_dpkg_identity_names_native_arch() -> None:
     assert DpkgSet().identity == f"host:dpkg:{arch}"
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_unknown_package() -> None:
     pset = DpkgSet()
     for method in (pset.version, pset.dependencies, pset.files, pset.outputs):
@@ -95,7 +91,7 @@ def test_dpkg_unknown_package() -> None:
         list(pset.profile_entries("no-such-package-nixtest"))
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_one_query_for_everything(counting_run: CountingRun) -> None:
     pset = DpkgSet()
     for name in pset.names():
@@ -107,7 +103,7 @@ def test_dpkg_one_query_for_everything(counting_run: CountingRun) -> None:
     assert counting_run.calls[0][:2] == ["dpkg-query", "-W"]
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_dependencies() -> None:
     pset = DpkgSet()
     assert "libc6" in pset.dependencies("hello")
@@ -124,7 +120,7 @@ def test_dpkg_dependencies() -> None:
             assert not any(c in dep for c in " (:|")
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_files(counting_run: CountingRun) -> None:
     pset = DpkgSet()
     files = pset.files("hello")
@@ -137,7 +133,7 @@ def test_dpkg_files(counting_run: CountingRun) -> None:
     assert listings == [["dpkg-query", "-L", "hello"]]  # asked once, then cached
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_multiarch_files(counting_run: CountingRun) -> None:
     # libc6 is Multi-Arch: same: with a foreign architecture added, dpkg-query
     # -L needs libc6:<arch>, so that is what we ask for.
@@ -148,7 +144,7 @@ def test_dpkg_multiarch_files(counting_run: CountingRun) -> None:
     assert ["dpkg-query", "-L", binary] in counting_run.calls
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_profile_entries_hello() -> None:
     entries = list(DpkgSet().profile_entries("hello"))
     mapping = dict(entries)
@@ -162,7 +158,7 @@ def test_dpkg_profile_entries_hello() -> None:
         assert not target.is_dir() or target.is_symlink()
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_profile_entries_layout() -> None:
     pset = DpkgSet()
     coreutils = dict(pset.profile_entries("coreutils"))
@@ -174,7 +170,7 @@ def test_dpkg_profile_entries_layout() -> None:
     assert not any(str(p).startswith("etc/") for p in libc)
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_outputs_follow_the_source_package() -> None:
     pset = DpkgSet()
     assert pset.outputs("hello") == ["hello"]  # libc6 comes from glibc: not an output
@@ -474,7 +470,7 @@ def test_prefix_missing_file(tmp_path: Path) -> None:
 # load_set
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_load_host_is_dpkg_here() -> None:
     pset = load_set("host")
     assert isinstance(pset, DpkgSet)

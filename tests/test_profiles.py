@@ -26,9 +26,6 @@ from nixtest.profiles import (
     profile_key,
 )
 
-HAVE_DPKG = shutil.which("dpkg-query") is not None and os.path.exists("/var/lib/dpkg/status")
-needs_dpkg = pytest.mark.skipif(not HAVE_DPKG, reason="needs dpkg")
-
 
 def make_file(path: Path, text: str = "", mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +165,7 @@ def test_reuse_does_not_read_the_set_again(
     assert again == first  # collisions included, read back from the manifest
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_reuse_of_a_dpkg_profile_runs_only_the_version_query(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,7 +270,7 @@ def test_directory_beats_a_file(tmp_path: Path) -> None:
 # real dpkg packages
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_hello_profile_is_isolated(tmp_path: Path) -> None:
     profile = build_profile(DpkgSet(), ["hello"], tmp_path / "state")
     bin_dir = profile.path / "bin"
@@ -286,7 +283,7 @@ def test_hello_profile_is_isolated(tmp_path: Path) -> None:
     assert shutil.which("ls", path=env["PATH"]) is None
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_python3_profile_imports_sqlite3(tmp_path: Path) -> None:
     profile = build_profile(DpkgSet(), ["python3"], tmp_path / "state")
     python = profile.path / "bin" / "python3"
@@ -302,7 +299,7 @@ def test_python3_profile_imports_sqlite3(tmp_path: Path) -> None:
     assert out.stdout.strip().startswith("3.")
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_dpkg_profile_of_several_packages(tmp_path: Path) -> None:
     pset = DpkgSet()
     profile = build_profile(pset, ["hello", "coreutils", "sqlite3"], tmp_path / "state")

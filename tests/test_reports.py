@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import junitparser
+import lxml.html
 import pytest
+import xmlschema
+import xunitparser
 
 from nixtest.reports import (
     REPORTERS,
@@ -31,15 +34,9 @@ from nixtest.reports.text import clean_text
 from nixtest.results import RunSummary, Step
 from nixtest.results import TestResult as Result
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE.is_dir():
-    REFERENCE = Path("/work/shared/reference")
-JUNIT_XSD = REFERENCE / "junit" / "jenkins-xunit-junit-10.xsd"
-JUNIT4_XSD = REFERENCE / "junit" / "junit5-jenkins-junit.xsd"
-
-needs_reference = pytest.mark.skipif(
-    not JUNIT_XSD.exists(), reason="shared/reference/ (schemas, stylesheets) not found"
-)
+# ../shared/reference/ comes from the `reference` fixture of the checkout's conftest.py
+JUNIT_XSD = "junit/jenkins-xunit-junit-10.xsd"
+JUNIT4_XSD = "junit/junit5-jenkins-junit.xsd"
 
 RED = "\x1b[31mRED\x1b[0m"
 SCRIPT = "<script>alert('pwned')</script>"
@@ -246,11 +243,10 @@ def test_no_temporary_files_left(out: Path) -> None:
 # -- junit.xml ----------------------------------------------------------------
 
 
-@needs_reference
-@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint not installed")
-def test_junit_validates_with_xmllint(out: Path) -> None:
+@pytest.mark.tools("xmllint")
+def test_junit_validates_with_xmllint(out: Path, reference: Path) -> None:
     proc = subprocess.run(
-        ["xmllint", "--noout", "--schema", str(JUNIT_XSD), str(out / "junit.xml")],
+        ["xmllint", "--noout", "--schema", str(reference / JUNIT_XSD), str(out / "junit.xml")],
         capture_output=True,
         text=True,
     )
@@ -258,11 +254,9 @@ def test_junit_validates_with_xmllint(out: Path) -> None:
     assert "validates" in proc.stderr
 
 
-@needs_reference
 @pytest.mark.parametrize("xsd", [JUNIT_XSD, JUNIT4_XSD], ids=["junit-10", "dtkit-junit-4"])
-def test_junit_validates_with_xmlschema(out: Path, xsd: Path) -> None:
-    xmlschema = pytest.importorskip("xmlschema")
-    xmlschema.XMLSchema(str(xsd)).validate(str(out / "junit.xml"))
+def test_junit_validates_with_xmlschema(out: Path, reference: Path, xsd: str) -> None:
+    xmlschema.XMLSchema(str(reference / xsd)).validate(str(out / "junit.xml"))
 
 
 def test_junit_counts_agree(out: Path) -> None:
@@ -347,7 +341,6 @@ def test_junit_timeout_error_and_stderr(out: Path) -> None:
 
 
 def test_junitparser_reads_the_same_counts(out: Path) -> None:
-    junitparser = pytest.importorskip("junitparser")
     xml = junitparser.JUnitXml.fromfile(str(out / "junit.xml"))
     outcomes: dict[str, int] = {}
     n = 0
@@ -362,7 +355,6 @@ def test_junitparser_reads_the_same_counts(out: Path) -> None:
 
 
 def test_xunitparser_reads_the_same_counts(out: Path) -> None:
-    xunitparser = pytest.importorskip("xunitparser")
     # xunitparser asserts that the root's totals match the testcases
     with open(out / "junit.xml", "rb") as f:
         suite, result = xunitparser.parse(f)
@@ -483,20 +475,19 @@ def _xsltproc(*args: str, stdin: bytes | None = None) -> bytes:
 PIPELINES = ["nixos-test-driver", "nix", "hydra"]
 
 
-def _render(log_xml: Path, pipeline: str) -> str:
+def _render(reference: Path, log_xml: Path, pipeline: str) -> str:
     if pipeline == "nixos-test-driver":
-        html = _xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), str(log_xml))
+        html = _xsltproc(str(reference / pipeline / "log2html.xsl"), str(log_xml))
     else:
-        marked = _xsltproc(str(REFERENCE / pipeline / "mark-errors.xsl"), str(log_xml))
-        html = _xsltproc(str(REFERENCE / pipeline / "log2html.xsl"), "-", stdin=marked)
+        marked = _xsltproc(str(reference / pipeline / "mark-errors.xsl"), str(log_xml))
+        html = _xsltproc(str(reference / pipeline / "log2html.xsl"), "-", stdin=marked)
     return html.decode("utf-8")
 
 
-@needs_reference
-@pytest.mark.skipif(shutil.which("xsltproc") is None, reason="xsltproc not installed")
+@pytest.mark.tools("xsltproc")
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_logxml_renders_with_the_stylesheets(out: Path, pipeline: str) -> None:
-    html = _render(out / "log.xml", pipeline)
+def test_logxml_renders_with_the_stylesheets(out: Path, reference: Path, pipeline: str) -> None:
+    html = _render(reference, out / "log.xml", pipeline)
     parser = _CodeTexts()
     parser.feed(html)
     parser.close()
@@ -507,12 +498,12 @@ def test_logxml_renders_with_the_stylesheets(out: Path, pipeline: str) -> None:
     assert "ModuleNotFoundError" in html and "<script>alert" not in html
 
 
-@needs_reference
-@pytest.mark.skipif(shutil.which("xsltproc") is None, reason="xsltproc not installed")
+@pytest.mark.tools("xsltproc")
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_logxml_failing_tests_are_expanded_in_the_stylesheets(out: Path, pipeline: str) -> None:
-    lxml_html = pytest.importorskip("lxml.html")
-    tree = lxml_html.fromstring(_render(out / "log.xml", pipeline))
+def test_logxml_failing_tests_are_expanded_in_the_stylesheets(
+    out: Path, reference: Path, pipeline: str
+) -> None:
+    tree = lxml.html.fromstring(_render(reference, out / "log.xml", pipeline))
 
     def nest_style(head: str) -> str:
         # the <ul> right after the head's <code>/<span class="code">
@@ -591,8 +582,7 @@ def test_loghtml_parses_and_is_self_contained(out: Path) -> None:
 
 
 def test_loghtml_folding_rerun_and_summary(out: Path) -> None:
-    lxml_html = pytest.importorskip("lxml.html")
-    tree = lxml_html.parse(str(out / "log.html")).getroot()
+    tree = lxml.html.parse(str(out / "log.html")).getroot()
     tests = tree.xpath("//details[contains(concat(' ', @class, ' '), ' test ')]")
     assert len(tests) == N_TESTS
     seen = set()

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import needs_dpkg
 
 from nixtest.definitions import Definition, display_path, load_package
 from nixtest.results import Step
@@ -165,7 +164,7 @@ def test_prepare_a_bad_definition_is_an_error_result(ctx: Context, tmp_path: Pat
     assert r.nodeid == "hello::broken"
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_prepare_unknown_packages(ctx: Context, tmp_path: Path) -> None:
     defs = definitions(tmp_path, "tests: {a: {run: 'true'}}", package="no-such-package-nixtest")
     r = prepare(defs["a"], ctx)
@@ -188,7 +187,7 @@ def test_prepare_unknown_packages(ctx: Context, tmp_path: Path) -> None:
     assert not (ctx.out / "rerun" / "hello" / "prof").exists()
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_prepare_writes_the_wrapper_and_profiles(ctx: Context, tmp_path: Path) -> None:
     defs = definitions(tmp_path, "tests: {greet: {run: hello, symlinks: {core: [coreutils]}}}")
     p = prepared(defs["greet"], ctx)
@@ -201,7 +200,7 @@ def test_prepare_writes_the_wrapper_and_profiles(ctx: Context, tmp_path: Path) -
     assert ctx.profile(("hello",)) is ctx.profile(("hello", "hello"))
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_execute_passing_and_failing(ctx: Context, tmp_path: Path) -> None:
     defs = definitions(
         tmp_path,
@@ -232,7 +231,7 @@ def test_execute_passing_and_failing(ctx: Context, tmp_path: Path) -> None:
     assert "oops" in "".join(t for _, t in step.output)
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_execute_timeout_from_the_context_or_the_test(ctx: Context, tmp_path: Path) -> None:
     defs = definitions(
         tmp_path,
@@ -259,7 +258,7 @@ def test_execute_timeout_from_the_context_or_the_test(ctx: Context, tmp_path: Pa
     assert r.timed_out and "timed out after 1 seconds" in r.message
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_execute_masks_secrets_and_cleans_up(
     ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,7 +276,7 @@ def test_execute_masks_secrets_and_cleans_up(
     assert not scratch.exists()
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_execute_skip_and_error(ctx: Context, tmp_path: Path) -> None:
     (tmp_path / "pt" / "hello" / "skel").mkdir(parents=True)
     defs = definitions(
@@ -300,7 +299,7 @@ def test_execute_skip_and_error(ctx: Context, tmp_path: Path) -> None:
     assert r.message == "nixtest: hello::broken: could not prepare the working directory: skel"
 
 
-@needs_dpkg
+@pytest.mark.dpkg
 def test_a_test_that_removes_its_own_workdir_is_still_a_result(ctx: Context, tmp_path: Path) -> None:
     defs = definitions(tmp_path, 'tests: {gone: {run: "cd / && rm -rf \\"$HOME\\"", profile: [coreutils]}}')
     r = execute(prepared(defs["gone"], ctx), ctx)
