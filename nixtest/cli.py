@@ -83,11 +83,11 @@ def run_options(func: F) -> F:
         click.option(
             "-j",
             "--jobs",
-            default="1",
+            default="auto",
             envvar="NIXTEST_JOBS",
             show_default=True,
             metavar="N",
-            help="tests run in parallel (a number, or 'auto')",
+            help="tests run at once in this process (a number, or 'auto': one per CPU)",
         ),
         click.option(
             "-k",
@@ -157,7 +157,7 @@ def pytest_args(
     set_spec: str,
     out: Path,
     state: Path | None,
-    jobs: str = "1",
+    jobs: str = "auto",
     keyword: str | None = None,
     timeout: float | None = None,
     verbose: int = 0,
@@ -182,10 +182,10 @@ def pytest_args(
         args += ["--nixtest-timeout", str(timeout)]
     if keyword:
         args += ["-k", keyword]
-    if jobs not in ("1", "0"):
-        if jobs != "auto" and not jobs.isdigit():
-            raise UsageError(f"-j takes a number or 'auto', got {jobs!r}")
-        args += ["-n", jobs]
+    if jobs != "auto" and not jobs.isdigit():
+        raise UsageError(f"-j takes a number or 'auto', got {jobs!r}")
+    # nixtest's own scheduler, in the one process (pytest-xdist's -n stays for spreading runs)
+    args += ["--nixtest-jobs", jobs]
     if verbose:
         args.append("-" + "v" * verbose)
     return args + list(extra)

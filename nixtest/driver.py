@@ -12,7 +12,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -25,13 +24,12 @@ from types import TracebackType
 from typing import IO, Any, Callable, TextIO
 
 from nixtest.capture import Masker, Tail, mask_text, pump
+from nixtest.child.expect import MATCH_LIMIT, failure_message, problems
 from nixtest.results import Step
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
 #: output kept per step in the result file (the full output goes to the log)
 STEP_TAIL = 64 * 1024
-#: output kept per stream for `expect` patterns to match against
-MATCH_LIMIT = 16 * 1024 * 1024
 
 
 class StepFailed(Exception):
@@ -424,20 +422,12 @@ class Driver:
         code, tail, streams = run_process(
             ["/bin/sh", "-c", command], secrets=self.secrets, match_limit=MATCH_LIMIT
         )
-        wanted = int(expect.get("exit", 0))
-        problems = []
-        if code != wanted:
-            problems.append(f"exited {code}, expected {wanted}")
-        for stream in ("stdout", "stderr"):
-            text = streams[stream].text()
-            for pattern in expect.get(stream, []):
-                if not re.search(pattern, text, re.MULTILINE):
-                    problems.append(f"{stream} does not match {pattern!r}")
-        step = _step_from(command, command, code, tail, start, not problems, str(wanted))
-        step.detail = "; ".join(problems)
+        found = problems(code, {stream: tail.text() for stream, tail in streams.items()}, expect)
+        step = _step_from(command, command, code, tail, start, not found, str(expect.get("exit", 0)))
+        step.detail = "; ".join(found)
         self.recorder.step(step)
-        if problems:
-            return "failed", f"{command!r} " + "; ".join(problems)
+        if found:
+            return "failed", failure_message(command, found)
         return "passed", ""
 
 

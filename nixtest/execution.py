@@ -1,7 +1,7 @@
 """Running a wrapper: a new session, output teed to a log, a timeout for the whole group.
 
-plumbum's own timeout kills only the direct child; a test's children would
-live on.  Here the wrapper leads a new session, and on timeout the whole
+A timeout that kills only the direct child (plumbum's, subprocess's) would let
+a test's children live on.  Here the wrapper leads a new session, and on timeout the whole
 process group gets SIGTERM, then SIGKILL after a grace period.
 """
 
@@ -11,12 +11,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
 
 from nixtest.capture import DEFAULT_TAIL, Masker, Tail, pump
 from nixtest.errors import ExecutionError
@@ -35,6 +32,8 @@ class ProcessRun:
     output: Tail
     start: float
     end: float
+    #: per stream, unmasked, what `match_limit` asked to keep (for `expect` patterns)
+    streams: dict[str, Tail] = field(default_factory=dict)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -44,6 +43,30 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def launch(argv: Sequence[str], *, cwd: Path | None, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """Starts a test's process: the one place where nixtest starts one.
+
+    A new session (so its whole group can be killed), no input, output on
+    pipes.  `env` is all the environment it gets.  subprocess, not plumbum:
+    plumbum's `local.env` is one for the whole process, and the scheduler
+    starts tests from several threads.
+    """
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(os.environ if env is None else env),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise ExecutionError(f"could not start {argv[0]}: command not found") from None
+    except OSError as exc:
+        raise ExecutionError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
 
 
 def run_supervised(
@@ -56,16 +79,20 @@ def run_supervised(
     env: dict[str, str] | None = None,
     tail: int = DEFAULT_TAIL,
     grace: float = GRACE,
+    on_start: Callable[[int], None] | None = None,
+    match_limit: int = 0,
 ) -> ProcessRun:
-    """Runs `argv` in a new session; its full output (secrets masked) goes to `log_path`."""
+    """Runs `argv` in a new session; its full output (secrets masked) goes to `log_path`.
+
+    `on_start` gets the process group's id as soon as it runs: whoever holds it
+    may kill the group (the scheduler does, on Ctrl-C or `-x`).  Safe to call
+    from several threads at once.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     output = Tail(tail)
     maskers = {"stdout": Masker(secrets), "stderr": Masker(secrets)}
+    streams = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)} if match_limit else {}
     start = time.time()
-    try:
-        command = local[argv[0]][list(argv[1:])]
-    except CommandNotFound:
-        raise ExecutionError(f"could not start {argv[0]}: command not found") from None
     # unbuffered: `tail -f` shows the output as it comes, and a killed worker loses none of it
     with open(log_path, "wb", buffering=0) as log:
 
@@ -78,28 +105,15 @@ def run_supervised(
                 view = view[written:]
 
         def on_data(stream: str, data: bytes) -> None:
+            if streams:
+                streams[stream].add(stream, data)
             data = maskers[stream].feed(data)
             write(data)
             output.add(stream, data)
 
-        try:
-            with local.env():
-                if env is not None:
-                    # plumbum adds its own environment to the one given: `env` is all there is
-                    local.env.clear()
-                    local.env.update(env)
-                launched = command.popen(
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=str(cwd) if cwd else None,
-                    env=dict(os.environ if env is None else env),
-                    new_session=True,
-                )
-        except OSError as exc:
-            raise ExecutionError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
-        # plumbum's Popen wraps subprocess's; its typing hides wait(timeout=)
-        proc: subprocess.Popen[bytes] = getattr(launched, "_proc")  # noqa: B009
+        proc = launch(argv, cwd=cwd, env=env)
+        if on_start is not None:
+            on_start(proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
         pgid = proc.pid  # the session leader's pid is its group's id
         fds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
@@ -160,4 +174,5 @@ def run_supervised(
         output=output,
         start=start,
         end=time.time(),
+        streams=streams,
     )

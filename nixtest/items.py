@@ -28,6 +28,10 @@ class PackageTest(pytest.Item):
         super().__init__(**kwargs)
         self.definition = definition
         self.prepared: Prepared | None = None
+        #: set by the scheduler (`nixtest.loop`), which did the work before the item's
+        #: protocol runs: `setup` and `runtest` then only report it
+        self.planned: Prepared | TestResult | None = None
+        self.finished: TestResult | None = None
 
     @property
     def context(self) -> Context:
@@ -41,7 +45,8 @@ class PackageTest(pytest.Item):
         self.user_properties.append((RESULT_PROPERTY, result.to_json()))
 
     def setup(self) -> None:
-        prepared = prepare(self.definition, self.context)
+        prepared = self.planned if self.planned is not None else prepare(self.definition, self.context)
+        self.planned = None
         if isinstance(prepared, TestResult):
             self._record(prepared)
             # pytrace=False: a definition error is one line, not a traceback
@@ -50,7 +55,8 @@ class PackageTest(pytest.Item):
 
     def runtest(self) -> None:
         assert self.prepared is not None
-        result = execute(self.prepared, self.context)
+        result = self.finished if self.finished is not None else execute(self.prepared, self.context)
+        self.finished = None
         self._record(result)
         if result.outcome == "skipped":
             pytest.skip(result.message)

@@ -11,6 +11,7 @@ import pytest
 
 from nixtest.definitions import DEFINITIONS_FILE
 from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, PackageFolder, PackageTest
+from nixtest.loop import RunLoop, parse_jobs
 from nixtest.results import RunSummary, TestResult
 from nixtest.runner import Context
 from nixtest.wrappers import wrapper_path
@@ -45,6 +46,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="state folder for profiles (env NIXTEST_STATE)",
     )
     group.addoption(
+        "--nixtest-jobs",
+        default=env("NIXTEST_JOBS", "1"),
+        metavar="N",
+        help="package tests run at once in this process: a number or 'auto' (env NIXTEST_JOBS; default 1)",
+    )
+    group.addoption(
         "--nixtest-only",
         action="append",
         default=[],
@@ -64,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONTEXT_KEY] = Context(**kwargs)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultCollector(config), "nixtest-results")
+        jobs = parse_jobs(str(config.getoption("nixtest_jobs")), "--nixtest-jobs")
+        config.pluginmanager.register(RunLoop(jobs), "nixtest-loop")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -109,13 +118,20 @@ class ResultCollector:
         self.start = time.time()
         #: package tests were collected: the reports are written even if none finished
         self.active = False
+        #: node id -> place in the collection: the reports list the tests in that order,
+        #: whichever ended first (-j, -n)
+        self.order: dict[str, int] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.active = self.active or any(isinstance(item, PackageTest) for item in session.items)
+        if session.items:
+            self.order = {item.nodeid: index for index, item in enumerate(session.items)}
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # the controller collects nothing itself under pytest-xdist: the workers tell it
+        if not self.order:
+            self.order = {nodeid: index for index, nodeid in enumerate(ids)}
         for nodeid in ids:
             path = nodeid.partition("::")[0]
             if (self.config.rootpath / path / DEFINITIONS_FILE).is_file():
@@ -159,8 +175,10 @@ class ResultCollector:
         from nixtest.reports import write_reports
 
         context = self.config.stash[CONTEXT_KEY]
+        last = len(self.order)
+        ordered = sorted(self.results.items(), key=lambda kv: self.order.get(kv[0], last))
         summary = RunSummary(
-            results=list(self.results.values()),
+            results=[result for _, result in ordered],
             set_spec=context.set_spec,
             out_dir=str(context.out),
             start=self.start,

@@ -14,11 +14,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nixtest.child.expect import MATCH_LIMIT, failure_message
+from nixtest.child.expect import problems as expect_problems
 from nixtest.definitions import BadTest, Definition, TestDef, display_path
 from nixtest.errors import DefinitionError, NixtestError, UnknownPackage
 from nixtest.execution import run_supervised
@@ -145,8 +147,12 @@ def _prepare(test: TestDef, ctx: Context) -> Prepared:
     return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=warnings)
 
 
-def execute(prepared: Prepared, ctx: Context) -> TestResult:
-    """Runs a prepared test's wrapper and reads what it did."""
+def execute(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | None = None) -> TestResult:
+    """Runs a prepared test's wrapper and reads what it did.
+
+    Safe on any thread (the scheduler runs several at once); `on_start` gets
+    the test's process group as soon as it runs.
+    """
     test = prepared.test
     timeout = test.timeout if (test.timeout_set or ctx.timeout is None) else ctx.timeout
     # The working directory is made here, in our private scratch folder, and
@@ -172,7 +178,15 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
         profile=str(prepared.plan.profile),
     )
     try:
-        run = run_supervised(argv, log_path=log_path, timeout=timeout, secrets=secrets, env=env)
+        run = run_supervised(
+            argv,
+            log_path=log_path,
+            timeout=timeout,
+            secrets=secrets,
+            env=env,
+            on_start=on_start,
+            match_limit=MATCH_LIMIT if test.expect.has_patterns else 0,
+        )
     except NixtestError as exc:
         result.outcome, result.message, result.end = "error", exc.message, time.time()
         return result
@@ -198,25 +212,33 @@ def execute(prepared: Prepared, ctx: Context) -> TestResult:
             result.output = [(str(s), str(t)) for s, t in record.get("chunks", [])]
             result.output_dropped = int(record.get("dropped", 0))
         elif record.get("type") == "exec" and test.run is not None:
-            # the wrapper became the command: its exit code is the command's
+            # the wrapper became the command: its exit code and output are the command's,
+            # checked here as the driver checks them in a wrapper run by hand
             code = int(run.exit_code or 0)
+            text = {stream: tail.text() for stream, tail in run.streams.items()}
+            expect = test.expect
+            found = expect_problems(
+                code, text, {"exit": expect.exit, "stdout": expect.stdout, "stderr": expect.stderr}
+            )
             if not run.timed_out:
-                result.exit_code = EXIT_PASSED if code == test.expect.exit else EXIT_FAILED
+                result.exit_code = EXIT_FAILED if found else EXIT_PASSED
+            if found and test.expect.has_patterns:
+                end = {"message": failure_message(test.run, found)}
             result.steps.append(
                 Step(
                     message=test.run,
                     command=test.run,
                     exit_code=code,
-                    outcome="passed" if code == test.expect.exit else "failed",
+                    outcome="failed" if found else "passed",
                     expected=str(test.expect.exit),
                     output=run.output.text_chunks(),
                     output_dropped=run.output.dropped,
                     start=run.start,
                     end=run.end,
-                    detail="" if code == test.expect.exit else f"exited {code}, expected {test.expect.exit}",
+                    detail="; ".join(found),
                 )
             )
-    if test.run is not None and result.steps and not prepared.plan.driven:
+    if test.run is not None and result.steps:
         result.output, result.output_dropped = [], 0  # all of it is the one step's
     _decide(result, end, timeout)
     return result

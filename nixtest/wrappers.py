@@ -242,9 +242,19 @@ def render(plan: WrapperPlan) -> str:
     ]
     if libraries:
         lines.insert(-6, f'    set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}')
+    lines.append("else")
+    if t.run is not None:
+        # nixtest's own run: the command is all that runs, and nixtest checks its exit
+        # code and its `expect` patterns on the output it captured (nixtest.child.expect)
+        lines += [
+            '    if [ "$nt_runner" = 1 ]; then',
+            '        printf \'{"type": "exec"}\\n\' >> "$nt_result"',
+            *([f'        set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
+            f'        exec "$@" /bin/sh -c {q(t.run)}',
+            "    fi",
+        ]
     if plan.driven:
         lines += [
-            "else",
             *([f'    set -- "$@" {q("NIXTEST_LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" ${TERM+"TERM=$TERM"}; fi',
             f'    set -- "$@" "$nt_python" -I -m nixtest.driver --spec {q(json.dumps(plan.spec()))}',
@@ -258,12 +268,6 @@ def render(plan: WrapperPlan) -> str:
     else:
         assert t.run is not None
         lines += [
-            "else",
-            '    if [ "$nt_runner" = 1 ]; then',
-            "        # nixtest's own run: it reads the command's exit code as the wrapper's",
-            '        printf \'{"type": "exec"}\\n\' >> "$nt_result"',
-            f'        exec "$@" /bin/sh -c {q(t.run)}',
-            "    fi",
             "    nt_timer=",
             "    # Timed by timeout(1) when it is at hand: in a group of its own that it kills whole,",
             "    # except on a terminal, where the command stays in the foreground for Ctrl-C and input.",

@@ -84,18 +84,23 @@ def test_pytest_args(tmp_path: Path) -> None:
     assert pairs["--nixtest-timeout"] == "7.5"
     assert pairs["--nixtest-only"] == "hello::greet"
     assert pairs["-k"] == "greet and not slow"
-    assert pairs["-n"] == "2"
+    assert pairs["--nixtest-jobs"] == "2"
+    assert "-n" not in args, "-j is nixtest's own scheduler, not pytest-xdist"
     assert pairs["-c"] == os.devnull, "the project's own pytest configuration is not read"
     assert "-vv" in args
     assert args[-1] == "--lf"
 
 
-@pytest.mark.parametrize(("jobs", "flag"), [("1", None), ("0", None), ("auto", "auto"), ("4", "4")])
-def test_jobs(jobs: str, flag: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "0", "auto", "4"])
+def test_jobs_go_to_the_in_process_scheduler(jobs: str, tmp_path: Path) -> None:
     args = cli.pytest_args([], set_spec="host", out=tmp_path, state=None, jobs=jobs)
-    assert ("-n" in args) == (flag is not None)
-    if flag:
-        assert args[args.index("-n") + 1] == flag
+    assert args[args.index("--nixtest-jobs") + 1] == jobs
+    assert "-n" not in args and "--numprocesses" not in args
+
+
+def test_jobs_default_to_one_per_cpu(tmp_path: Path) -> None:
+    args = cli.pytest_args([], set_spec="host", out=tmp_path, state=None)
+    assert args[args.index("--nixtest-jobs") + 1] == "auto"
 
 
 def test_bad_jobs(tmp_path: Path) -> None:
@@ -161,7 +166,7 @@ def test_run_reads_nixtest_environment_variables(
     args = fake_pytest.calls[0]
     assert args[0] == str(tests_dir)
     assert args[args.index("--nixtest-out") + 1] == str(tmp_path / "env-out")
-    assert args[args.index("-n") + 1] == "3"
+    assert args[args.index("--nixtest-jobs") + 1] == "3"
     assert args[args.index("--nixtest-timeout") + 1] == "12.0"
     assert args[args.index("-k") + 1] == "greet"
     # an option given on the command line wins over the variable

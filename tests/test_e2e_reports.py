@@ -18,7 +18,8 @@ Scenarios (SCENARIOS): a run of passing, failing, erroring (bad definition) and
 timed-out tests with -j 1 and -j 2; the same with a test that prints 3 MB of
 random bytes (NUL, ESC, invalid UTF-8), once through plain `pytest -n 2`; runs
 interrupted with SIGINT halfway (-j 1: the process, -j 2: its process group, as
-a terminal's Ctrl-C); and a run whose pytest-xdist worker is killed mid-test.
+a terminal's Ctrl-C; -j 2 runs both in nixtest's own scheduler, in one
+process); and a `pytest -n 2` run whose pytest-xdist worker is killed mid-test.
 log.html is also opened once in headless chromium (marked `chromium`).
 """
 
@@ -157,8 +158,10 @@ SCENARIOS = {
         Scenario("sigint-j1", {"coreutils": INTERRUPTED}, INTERRUPTED_KINDS, jobs=1, interrupt_after=3),
         # -j 2: at least two done, two started
         Scenario("sigint-j2", {"coreutils": INTERRUPTED}, INTERRUPTED_KINDS, jobs=2, interrupt_after=4),
-        # a worker dies: its test is an error, the others still run and are reported
-        Scenario("crash-j2", {"coreutils": INTERRUPTED}, CRASHED_KINDS, jobs=2, crash="slow-1"),
+        # a pytest-xdist worker (-n 2) dies: its test is an error, the others still run and are reported
+        Scenario(
+            "crash-n2", {"coreutils": INTERRUPTED}, CRASHED_KINDS, jobs=2, runner="pytest", crash="slow-1"
+        ),
     ]
 }
 

@@ -1,0 +1,219 @@
+"""`-j N`: up to N package tests at once inside this one pytest process.
+
+The wrappers are the work: a thread of the pool (`nixtest.run.pool`) starts a
+test's wrapper and waits on it; everything of pytest's stays on the main
+thread.  There, a test's profile and wrapper are made (`runner.prepare`)
+before its wrapper starts, and when the wrapper ends the item's usual
+protocol runs (`pytest_runtest_protocol`: setup, call, teardown and their
+reports), which only reports what was done.  So every plugin sees the same
+hooks as in a serial run, one item after the other, each as its test ends:
+`-x`, `--maxfail`, `-k`, `--lf`, the terminal, junitxml.
+
+Under pytest-xdist (`-n`, `--dist`, `--tx`) its own loop runs instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from nixtest.items import CONTEXT_KEY, PackageTest
+from nixtest.results import TestResult
+from nixtest.run.pool import Pool
+from nixtest.runner import Prepared, error_result, execute, prepare
+
+
+def parse_jobs(value: str, where: str) -> int:
+    """`-j`'s value: a number, or `auto` (the number of CPUs this process may use)."""
+    value = value.strip()
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit():
+        raise pytest.UsageError(f"{where} takes a number or 'auto', got {value!r}")
+    return max(1, int(value))
+
+
+class _Job:
+    """A running test's process group, to kill it from the main thread (Ctrl-C, `-x`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pgid: int | None = None
+        self.cancelled = False
+
+    def started(self, pgid: int) -> None:
+        with self.lock:
+            self.pgid = pgid
+            if self.cancelled:  # cancelled while it was being started
+                self._kill()
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            if self.pgid is not None:
+                self._kill()
+
+    def _kill(self) -> None:
+        assert self.pgid is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # it has ended
+            os.killpg(self.pgid, signal.SIGKILL)
+
+
+class _Boundary:
+    """Stands for "the item reported next" when it is not known yet.
+
+    pytest tears down, after an item, the collectors that the next item does
+    not share (`nextitem.listchain()`).  Which test ends next is known only
+    when it ends; what all the tests still to come share is known now, so
+    the teardown stops there.
+    """
+
+    def __init__(self, chain: list[Any]) -> None:
+        self.chain = chain
+
+    def listchain(self) -> list[Any]:
+        return list(self.chain)
+
+
+def _common(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
+    shared = []
+    for x, y in zip(a, b):
+        if x is not y:
+            break
+        shared.append(x)
+    return shared
+
+
+class RunLoop:
+    """The pytest side of the scheduler (registered by the plugin)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    @staticmethod
+    def applies(config: pytest.Config) -> bool:
+        # pytest-xdist's controller and workers have loops of their own
+        return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "no"
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if not self.applies(config):
+            return None
+        return f"nixtest: up to {self.jobs} test{'s' if self.jobs != 1 else ''} at a time, in this process"
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        config = session.config
+        if not self.applies(config):
+            return None
+        # as pytest's own loop
+        if session.testsfailed and not config.option.continue_on_collection_errors:
+            raise session.Interrupted(
+                f"{session.testsfailed} error{'s' if session.testsfailed != 1 else ''} during collection"
+            )
+        if config.option.collectonly:
+            return True
+        _Run(session, self.jobs).run()
+        return True
+
+
+class _Run:
+    def __init__(self, session: pytest.Session, jobs: int) -> None:
+        self.session = session
+        self.items = session.items
+        self.context = session.config.stash[CONTEXT_KEY]
+        self.pool: Pool[int, TestResult] = Pool(jobs)
+        #: index of the first item not started yet
+        self.next_index = 0
+        #: started and not reported yet
+        self.running: dict[int, PackageTest] = {}
+
+    def run(self) -> None:
+        try:
+            while self.next_index < len(self.items) or self.running:
+                self._start_what_fits()
+                if self.running:
+                    self._report_one()
+        finally:
+            # Ctrl-C, `-x`, `--maxfail` or an error of ours: nothing of the tests outlives the run
+            self.pool.cancel()
+            self.running.clear()
+
+    def _start_what_fits(self) -> None:
+        while self.next_index < len(self.items) and not self.pool.full:
+            index = self.next_index
+            item = self.items[index]
+            if not isinstance(item, PackageTest):
+                # Another plugin's item runs alone, on this thread, in its place in the order.
+                if self.running:
+                    return
+                self.next_index += 1
+                self._protocol(item)
+                continue
+            self.next_index += 1
+            self.running[index] = item
+            planned = prepare(item.definition, self.context)
+            item.planned = planned
+            if isinstance(planned, TestResult):
+                # it cannot run: nothing to wait for
+                self._finish(index)
+                continue
+            self.context.scratch  # noqa: B018 - made here, not on the pool's threads
+            job = _Job()
+            self.pool.submit(index, self._work(planned, job), job.cancel)
+
+    def _work(self, prepared: Prepared, job: _Job) -> Any:
+        context = self.context
+        return lambda: execute(prepared, context, on_start=job.started)
+
+    def _report_one(self) -> None:
+        done = self.pool.next()
+        assert done is not None
+        item = self.running[done.key]
+        if done.error is not None:
+            if not isinstance(done.error, Exception):
+                raise done.error
+            # a bug of ours while running the test: still this test's result
+            exc = done.error
+            item.finished = error_result(
+                item.definition, f"internal error while running: {type(exc).__name__}: {exc}"
+            )
+        else:
+            item.finished = done.result
+        self._finish(done.key)
+
+    def _finish(self, index: int) -> None:
+        item = self.running.pop(index)
+        self._protocol(item, self._nextitem())
+
+    def _nextitem(self) -> Any:
+        """The item reported next if it is sure, else what all the candidates share."""
+        candidates: list[pytest.Item] = list(self.running.values())
+        if self.next_index < len(self.items):
+            # items are collected depth-first: what the first and last of the rest
+            # share, all of the rest share
+            candidates += [self.items[self.next_index], self.items[-1]]
+        if not candidates:
+            return None
+        if len(candidates) == 1 or (not self.running and self.next_index == len(self.items) - 1):
+            return candidates[0]
+        if not self.running and self.pool.jobs == 1:
+            return self.items[self.next_index]  # one at a time: the next in order
+        chain = candidates[0].listchain()
+        for other in candidates[1:]:
+            chain = _common(chain, other.listchain())
+        return _Boundary(chain)
+
+    def _protocol(self, item: pytest.Item, nextitem: Any = None) -> None:
+        if nextitem is None and item is not self.items[-1]:
+            nextitem = self._nextitem()
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        if self.session.shouldfail:
+            raise self.session.Failed(self.session.shouldfail)
+        if self.session.shouldstop:
+            raise self.session.Interrupted(self.session.shouldstop)

@@ -1,0 +1,1 @@
+"""Running tests: the pool that runs several at once (see `pool`)."""

@@ -1,0 +1,49 @@
+"""`expect:` of a `run:` test: one check for the runner and the driver (nixtest.child.expect)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import Suite
+from test_e2e_core import junit_case
+from test_loop import run
+
+from nixtest.child.expect import failure_message, problems
+
+
+def test_problems() -> None:
+    out = {"stdout": "one\nPython 3.11\n", "stderr": ""}
+    assert problems(0, out, {"exit": 0, "stdout": [r"^Python 3\."]}) == []
+    assert problems(0, out, {}) == [], "no expect: exit 0"
+    assert problems(1, out, {"stdout": ["^two$"], "stderr": ["x"]}) == [
+        "exited 1, expected 0",
+        "stdout does not match '^two$'",
+        "stderr does not match 'x'",
+    ]
+    assert problems(3, {}, {"exit": 3}) == []
+    assert failure_message("false", ["exited 1, expected 0"]) == "'false' exited 1, expected 0"
+
+
+def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) -> None:
+    ppid = suite.root / "ppid"
+    wrong = "echo ho; echo err >&2; exit 2"
+    suite.package(
+        "coreutils",
+        f"""
+        tests:
+          match: {{run: "echo $PPID > {ppid}; echo hi", expect: {{stdout: '^hi$'}}}}
+          mismatch: {{run: "{wrong}", expect: {{exit: 2, stdout: '^hi$', stderr: '^err'}}}}
+        """,
+    )
+    code, output, pid = run(suite, "-j", "1")
+    assert code == 1, output
+    # no driver, no shell of the wrapper's between nixtest and the command
+    assert int(ppid.read_text()) == pid
+    message = f"{wrong!r} stdout does not match '^hi$'"
+    failure = junit_case(suite.out, "coreutils::mismatch").find("failure")
+    assert failure is not None and message in (failure.get("message") or ""), output
+    # the wrapper run by hand checks it with the driver: the same verdict
+    by_hand = subprocess.run([suite.wrapper("coreutils", "mismatch")], capture_output=True, text=True)
+    assert by_hand.returncode == 1
+    assert f"coreutils::mismatch failed: {message}" in by_hand.stderr
+    assert subprocess.run([suite.wrapper("coreutils", "match")], capture_output=True).returncode == 0

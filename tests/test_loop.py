@@ -1,0 +1,227 @@
+"""`-j N`: nixtest's own scheduler, up to N tests at once inside the one pytest process.
+
+Real runs of `nixtest run` (and of plain pytest with the plugin): what the
+scheduler must keep from a serial run (selection, -x, --maxfail, the reports)
+and what it adds (tests overlap, in this process, not in pytest-xdist workers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Suite, nixtest_command, pids_matching
+from test_e2e_core import junit_outcomes
+
+#: seconds a whole run may take before the test gives up on it
+RUN_TIMEOUT = 180
+
+
+def run(suite: Suite, *args: str, out: Path | None = None) -> tuple[int, str, int]:
+    """`nixtest run --tests pt --out OUT ARGS`: (exit code, terminal output, the process's pid)."""
+    proc = subprocess.Popen(
+        nixtest_command("run", "--tests", str(suite.tests), "--out", str(out or suite.out), *args),
+        cwd=suite.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = proc.communicate(timeout=RUN_TIMEOUT)[0].decode(errors="replace")
+    return proc.returncode, output, proc.pid
+
+
+def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Suite) -> None:
+    meet = suite.root / "meet"
+    meet.mkdir()
+    # Each waits for the other to have started: run one at a time, both would time out.
+    wait = "for i in $(seq 600); do [ -e {other} ] && exit 0; sleep 0.05; done; exit 1"
+    suite.package(
+        "coreutils",
+        f"""
+        tests:
+          left:
+            run: echo $PPID > {meet}/left.ppid; touch {meet}/left; {wait.format(other=meet / "right")}
+            timeout: 60
+          right:
+            run: echo $PPID > {meet}/right.ppid; touch {meet}/right; {wait.format(other=meet / "left")}
+            timeout: 60
+        """,
+    )
+    code, output, pid = run(suite, "-j", "2")
+    assert code == 0, output
+    assert junit_outcomes(suite.out) == {"coreutils::left": "passed", "coreutils::right": "passed"}
+    assert "nixtest: up to 2 tests at a time, in this process" in output
+    assert "workers" not in output, "-j must not start pytest-xdist workers"
+    # the wrapper execs the command: its parent is the nixtest process itself
+    for side in ("left", "right"):
+        assert int((meet / f"{side}.ppid").read_text()) == pid, output
+
+
+def test_j1_runs_one_test_at_a_time(suite: Suite) -> None:
+    lock = suite.root / "lock"
+    # mkdir is atomic: a second test inside at the same time fails
+    body = f"mkdir {lock} || exit 7; sleep 0.1; rmdir {lock}"
+    suite.package("coreutils", "tests:\n" + "".join(f"  t{n}: {{run: '{body}'}}\n" for n in range(4)))
+    code, output, _ = run(suite, "-j", "1")
+    assert code == 0, output
+    assert set(junit_outcomes(suite.out).values()) == {"passed"}
+    assert "up to 1 test at a time" in output
+
+
+@pytest.mark.parametrize(("option", "failing"), [("-x", ["first"]), ("--maxfail=2", ["first", "second"])])
+def test_x_and_maxfail_stop_the_run_and_kill_what_still_runs(
+    suite: Suite, option: str, failing: list[str]
+) -> None:
+    marker = f"nixtest-loop-stop-{os.getpid()}-{failing[-1]}"
+    tests = "".join(f"  {name}: {{run: 'false'}}\n" for name in failing)
+    tests += "".join(f"  slow-{n}: {{run: 'sleep 60; : {marker}'}}\n" for n in range(6))
+    suite.package("coreutils", "tests:\n" + tests)
+    code, output, _ = run(suite, "-j", str(len(failing)), "--", option)
+    assert code == 1, output
+    assert f"stopping after {len(failing)} failures" in output
+    # the failures and nothing after them: the slow tests never got a report
+    assert junit_outcomes(suite.out) == {f"coreutils::{name}": "failed" for name in failing}
+    assert pids_matching(marker) == [], "a test of the stopped run still runs"
+
+
+def write_selection_suite(suite: Suite) -> None:
+    suite.package(
+        "hello",
+        """
+        tests:
+          bad: {run: "hello > /dev/full"}
+          good-one: {run: hello}
+          bad-definition: {run: hello, scirpt: x.py}
+          good-two: {run: hello, expect: {stdout: '^Hello'}}
+        """,
+    )
+    suite.package(
+        "coreutils",
+        """
+        tests:
+          ok: {run: "true"}
+          slow-pass: {run: "sleep 0.3"}
+          fails: {run: "echo no; exit 3"}
+          exits-77: {run: "exit 77", expect: {exit: 77}}
+        """,
+    )
+
+
+@pytest.mark.parametrize("selection", [["-k", "good or fails"], ["-k", "not slow and not hello"]])
+def test_k_selects_the_same_tests_as_a_serial_run(suite: Suite, selection: list[str]) -> None:
+    write_selection_suite(suite)
+    found = {}
+    for jobs in ("1", "4"):
+        out = suite.root / f"out-{jobs}"
+        code, output, _ = run(suite, "-j", jobs, *selection, out=out)
+        assert code == 1, output
+        found[jobs] = junit_outcomes(out)
+    assert found["1"] == found["4"]
+    assert found["1"], "the selection selected nothing"
+
+
+def test_lf_reruns_the_same_tests_as_a_serial_run(suite: Suite) -> None:
+    write_selection_suite(suite)
+    code, output, _ = run(suite, "-j", "4")
+    assert code == 1, output
+    everything = junit_outcomes(suite.out)
+    failed = {k: v for k, v in everything.items() if v in ("failed", "error")}
+    assert len(failed) == 3, everything
+    for jobs in ("4", "1"):
+        code, output, _ = run(suite, "-j", jobs, "--", "--lf")
+        assert code == 1, output
+        assert junit_outcomes(suite.out) == failed, f"-j {jobs} --lf"
+
+
+def normalized_junit(out: Path) -> str:
+    """junit.xml without what differs from run to run: times, timestamps, the host."""
+    text = (out / "junit.xml").read_text()
+    text = re.sub(r' (time|timestamp|hostname)="[^"]*"', "", text)
+    return re.sub(r"\b\d+\.\d+ ?s\b", "N s", text)
+
+
+def test_the_same_junit_xml_with_j1_j4_and_n2(suite: Suite) -> None:
+    write_selection_suite(suite)
+    texts = {}
+    for how in (["-j", "1"], ["-j", "4"], ["-j", "1", "--", "-n2"]):
+        code, output, _ = run(suite, *how)
+        assert code == 1, output
+        texts[" ".join(how)] = normalized_junit(suite.out)
+    assert "2 workers" in output, "-n 2 is pytest-xdist's"
+    assert texts["-j 1"] == texts["-j 4"]
+    assert texts["-j 1"] == texts["-j 1 -- -n2"]
+    assert texts["-j 1"].count("<testcase") == 8
+
+
+def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) -> None:
+    marker = f"nixtest-loop-ctrl-c-{os.getpid()}"
+    tests = "  quick: {run: 'true'}\n"
+    tests += "".join(f"  slow-{n}: {{run: 'touch started-{n}; sleep 60; : {marker}'}}\n" for n in range(4))
+    suite.package("coreutils", "tests:\n" + tests)
+    proc = subprocess.Popen(
+        nixtest_command("run", "--tests", str(suite.tests), "--out", str(suite.out), "-j", "3"),
+        cwd=suite.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids_matching(marker)) < 2:
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
+            assert time.monotonic() < deadline, "the slow tests never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
+        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, output
+    assert pids_matching(marker) == [], "a test outlived the interrupted run"
+    assert junit_outcomes(suite.out) == {"coreutils::quick": "passed"}
+    assert "interrupted" in (suite.out / "log.xml").read_text()
+
+
+def test_a_test_whose_run_breaks_in_nixtest_is_an_error_and_the_rest_runs(
+    pytester: pytest.Pytester, suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours on a pool thread (here: execute raising) is that test's error, not the run's end."""
+    import nixtest.loop
+
+    real = nixtest.loop.execute
+
+    def sometimes_broken(prepared, context, on_start=None):  # type: ignore[no-untyped-def]
+        if prepared.test.name == "broken":
+            raise OSError("the disk is on fire")
+        return real(prepared, context, on_start=on_start)
+
+    monkeypatch.setattr(nixtest.loop, "execute", sometimes_broken)
+    suite.package("coreutils", "tests:\n  broken: {run: 'true'}\n  fine: {run: 'true'}\n")
+    result = pytester.runpytest_inprocess(
+        str(suite.tests), "--nixtest-out", str(suite.out), "--nixtest-jobs", "2", "-p", "no:cacheprovider"
+    )
+    assert result.ret == 1, result.stdout.str()
+    assert junit_outcomes(suite.out) == {"coreutils::broken": "error", "coreutils::fine": "passed"}
+    result.stdout.fnmatch_lines(["*internal error while running: OSError: the disk is on fire*"])
+
+
+def test_plain_pytest_takes_nixtest_jobs(suite: Suite) -> None:
+    suite.package("coreutils", "tests:\n  a: {run: 'true'}\n  b: {run: 'true'}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(suite.tests), "--nixtest-out", str(suite.out)]
+        + ["--nixtest-jobs", "2", "-p", "no:cacheprovider"],
+        cwd=suite.root,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up to 2 tests at a time" in done.stdout
