@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import Suite
+import pytest
 from test_e2e_core import junit_case
 from test_loop import run
 
+from conftest import Suite
 from nixtest.child.expect import failure_message, problems
 
 
@@ -24,6 +25,7 @@ def test_problems() -> None:
     assert failure_message("false", ["exited 1, expected 0"]) == "'false' exited 1, expected 0"
 
 
+@pytest.mark.dpkg
 def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) -> None:
     ppid = suite.root / "ppid"
     wrong = "echo ho; echo err >&2; exit 2"

@@ -16,8 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Suite, nixtest_command, pids_matching
 from test_e2e_core import junit_outcomes
+
+from conftest import Suite, nixtest_command, pids_matching
+
+#: the tests run host packages (coreutils, hello) of a dpkg host
+pytestmark = [pytest.mark.dpkg, pytest.mark.tools("hello")]
 
 #: seconds a whole run may take before the test gives up on it
 RUN_TIMEOUT = 180
