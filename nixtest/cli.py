@@ -171,8 +171,9 @@ def pytest_args(
         args += ["-o", f"cache_dir={cache_dir}"]
     for item in only:
         args += ["--nixtest-only", item]
-    # nixtest's own run, not the project's pytest configuration
-    args += ["-c", os.devnull, "--rootdir", os.getcwd()]
+    # nixtest's own run, not the project's pytest configuration; pytest's header
+    # would then name /dev/null as its config file: nixtest prints its own
+    args += ["-c", os.devnull, "--rootdir", os.getcwd(), "--no-header", "--nixtest-header"]
     # No Python test code runs in this process (pytest modules run inside their
     # wrappers), and nixtest is imported already: rewriting asserts would only warn.
     args += ["--assert=plain"]

@@ -58,6 +58,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PKG::TEST",
         help="of package PKG, run only TEST (repeatable; other packages are not narrowed)",
     )
+    group.addoption(
+        "--nixtest-header",
+        action="store_true",
+        help="print nixtest's header line (the nixtest command passes it with --no-header)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -79,6 +84,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     context = config.stash.get(CONTEXT_KEY, None)
     if context is not None:
         context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Any:
+    yield  # after the terminal's "test session starts"
+    config = session.config
+    if config.getoption("nixtest_header") and not hasattr(config, "workerinput"):
+        from nixtest.progress import header, terminal_say
+
+        terminal_say(config)(header(config.stash[CONTEXT_KEY]), True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A cold run builds its new profiles first, saying so (see nixtest/progress.py)."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    definitions = [item.definition for item in session.items if isinstance(item, PackageTest)]
+    if definitions:
+        from nixtest.progress import build_profiles, terminal_say
+
+        build_profiles(definitions, config.stash[CONTEXT_KEY], terminal_say(config))
 
 
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -26,6 +26,7 @@ __all__ = [
     "MANIFEST",
     "Profile",
     "build_profile",
+    "profile_built",
     "default_state_dir",
     "profile_env",
     "profile_key",
@@ -202,6 +203,24 @@ def _read(path: Path, names: Sequence[str]) -> Profile:
 
 def _discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def profile_built(pset: PackageSet, packages: Sequence[str], state_dir: Path) -> bool | None:
+    """Whether the profile of `packages` is in the state folder already; None when we cannot tell.
+
+    Cheap (no file of the packages is read): it tells a cold run's progress
+    which profiles are new.  None for a set that builds its own profiles (Nix):
+    only building says whether the store has it.
+    """
+    if callable(getattr(pset, "build_profile", None)):
+        return None
+    versions = _versions(pset, packages)
+    final = (
+        Path(os.path.abspath(state_dir))
+        / "profiles"
+        / _dir_name(_key(pset.identity, versions), list(versions))
+    )
+    return os.path.lexists(final)
 
 
 def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) -> Profile:

@@ -17,6 +17,9 @@ Stream = Literal["stdout", "stderr"]
 #: What a result's output holds: (stream, text) chunks, in the order printed.
 Chunks = list[tuple[str, str]]
 
+#: The kinds of test whose wrapper takes --ipdb: a classic script, a pytest module.
+IPDB_KINDS = ("classic", "pytest")
+
 
 @dataclass
 class Step:
@@ -100,9 +103,12 @@ class TestResult:
         """The two lines every failure report ends with."""
         if not self.wrapper:
             return []
+        # --ipdb needs a Python frame of the test's: a classic script or a pytest
+        # module; other wrappers refuse it, and offer --shell (so does this line)
+        flag = "--ipdb" if self.kind in IPDB_KINDS else "--shell"
         return [
             f"to reproduce: {self.wrapper}",
-            f"    to debug: {self.wrapper} --ipdb",
+            f"    to debug: {self.wrapper} {flag}",
         ]
 
     def output_text(self) -> str:

@@ -374,6 +374,12 @@ def is_bad(kind: str) -> bool:
     return kind != "passed"
 
 
+def debug_flag(wrapper: Path | str) -> str:
+    """The flag a failure's "to debug" line offers: --ipdb only where the wrapper takes it."""
+    refuses = "no Python frame to debug" in Path(wrapper).read_text(encoding="utf-8")
+    return "--shell" if refuses else "--ipdb"
+
+
 def n_failures(kinds: dict[tuple[str, str], str]) -> int:
     return sum(k in ("failed", "timeout") for k in kinds.values())
 
@@ -486,9 +492,9 @@ def test_junit_outcomes_and_rerun_lines(run: Run) -> None:
             continue
         wrapper = run.wrapper(package, test)
         assert os.access(wrapper, os.X_OK), wrapper
-        assert text.rstrip("\n").endswith(f"to reproduce: {wrapper}\n    to debug: {wrapper} --ipdb"), text[
-            -500:
-        ]
+        assert text.rstrip("\n").endswith(
+            f"to reproduce: {wrapper}\n    to debug: {wrapper} {debug_flag(wrapper)}"
+        ), text[-500:]
         if kind == "timeout":
             assert "timed out" in (result.get("message") or "")
         if kind == "crashed":
@@ -621,7 +627,10 @@ def test_logxml_structure(run: Run) -> None:
         if is_bad(kind) and kind != "error":
             texts = [line.text for line in nest.findall("line")]
             wrapper = run.wrapper(package, test)
-            assert f"to reproduce: {wrapper}" in texts and f"    to debug: {wrapper} --ipdb" in texts, test
+            assert (
+                f"to reproduce: {wrapper}" in texts
+                and f"    to debug: {wrapper} {debug_flag(wrapper)}" in texts
+            ), test
     tests = [n for p in packages.values() for n in p.findall("nest")]
     assert len(tests) == len(run.kinds)
     interrupted = [line for line in root.findall("line") if "interrupted" in (line.text or "")]
@@ -735,7 +744,7 @@ def check_log_html(run: Run, tree: Node) -> None:
         rerun = [n.text() for n in details.find("pre", "rerun")]
         if is_bad(kind) and kind != "error":
             wrapper = run.wrapper(package, test)
-            assert rerun == [f"to reproduce: {wrapper}\n    to debug: {wrapper} --ipdb"], test
+            assert rerun == [f"to reproduce: {wrapper}\n    to debug: {wrapper} {debug_flag(wrapper)}"], test
         else:
             assert rerun == [], test
 

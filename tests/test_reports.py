@@ -84,7 +84,7 @@ def make_run(out: Path, *, failing: bool = True) -> RunSummary:
                 test="modules",
                 outcome="failed",
                 message="step 'import ssl' failed: exit code 1, expected 0",
-                kind="script",
+                kind="classic",
                 command=[wrapper("alpha", "modules")],
                 exit_code=1,
                 start=1000.0,
@@ -595,8 +595,10 @@ def test_loghtml_folding_rerun_and_summary(out: Path) -> None:
         rerun = details.xpath("pre[@class='rerun']")
         if failing and name != "broken":
             wrapper = str(out / "rerun" / package / name)
+            # --ipdb only for the classic script; the others have no kind, so --shell
+            flag = "--ipdb" if name == "modules" else "--shell"
             assert rerun and rerun[0].text_content() == (
-                f"to reproduce: {wrapper}\n    to debug: {wrapper} --ipdb"
+                f"to reproduce: {wrapper}\n    to debug: {wrapper} {flag}"
             )
         elif not failing:
             assert not rerun

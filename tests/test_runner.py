@@ -92,6 +92,22 @@ def test_read_records_skips_a_line_cut_short(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the failure report
 
 
+@pytest.mark.parametrize(
+    ("kind", "flag"),
+    [
+        ("classic", "--ipdb"),
+        ("pytest", "--ipdb"),
+        ("run", "--shell"),
+        ("imports", "--shell"),
+        ("autopkgtest", "--shell"),
+        ("", "--shell"),
+    ],
+)
+def test_the_debug_line_offers_what_the_wrapper_takes(kind: str, flag: str) -> None:
+    r = Result(package="p", test="t", outcome="failed", kind=kind, wrapper="/out/rerun/p/t")
+    assert r.rerun_lines == ["to reproduce: /out/rerun/p/t", f"    to debug: /out/rerun/p/t {flag}"]
+
+
 def test_format_failure() -> None:
     output = [("stdout", "".join(f"line {i}\n" for i in range(50)))]
     r = Result(
@@ -119,7 +135,7 @@ def test_format_failure() -> None:
     assert f"  full log: {display_path(Path('/out/logs/hello/greet.log'))}" in lines
     assert lines[-2:] == [
         "to reproduce: /out/rerun/hello/greet",
-        "    to debug: /out/rerun/hello/greet --ipdb",
+        "    to debug: /out/rerun/hello/greet --shell",
     ]
 
 
