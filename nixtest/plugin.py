@@ -110,7 +110,13 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 
 
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if (path / DEFINITIONS_FILE).is_file():
+    try:
+        is_package = (path / DEFINITIONS_FILE).is_file()
+    except OSError:
+        # A folder this user may not enter (pytest also walks the parents of
+        # the tests folder, such as /tmp): not a package folder, not an error.
+        return None
+    if is_package:
         return PackageFolder.from_parent(parent, path=path)
     return None
 
