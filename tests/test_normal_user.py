@@ -30,11 +30,8 @@ from test_readme import readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    needs_dpkg,
-    pytest.mark.skipif(os.geteuid() != 0, reason="running as nobody needs root"),
-    pytest.mark.skipif(shutil.which("runuser") is None, reason="runuser (util-linux) is not installed"),
-]
+# root: to become nobody with runuser
+pytestmark = [needs_dpkg, pytest.mark.root]
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 
