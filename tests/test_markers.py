@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import remove_tree, world_readable_dir
 
 CHECKOUT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import needs_dpkg, remove_tree, world_readable_dir
 from test_readme import readme_commands
+
+from conftest import needs_dpkg, remove_tree, world_readable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pexpect
+
 from conftest import Suite, needs_dpkg, nixtest_command
 
 TESTS = """\
