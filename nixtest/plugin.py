@@ -93,20 +93,32 @@ def pytest_sessionstart(session: pytest.Session) -> Any:
     if config.getoption("nixtest_header") and not hasattr(config, "workerinput"):
         from nixtest.progress import header, terminal_say
 
-        terminal_say(config)(header(config.stash[CONTEXT_KEY]), True)
+        say = terminal_say(config)
+        say(header(config.stash[CONTEXT_KEY]), True)
+        # --no-header hides every plugin's header lines: keep those of nixtest's own
+        for name, plugin in config.pluginmanager.list_name_plugin():
+            own_header = getattr(plugin, "pytest_report_header", None)
+            if str(name).startswith("nixtest-") and callable(own_header):
+                line = own_header(config)
+                if line:
+                    say(str(line), True)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> None:
-    """A cold run builds its new profiles first, saying so (see nixtest/progress.py)."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    """A cold run builds its new profiles first, saying so (see nixtest/progress.py).
+
+    A wrapper, so that it comes before whichever loop runs the tests (pytest's,
+    nixtest's -j loop).
+    """
     config = session.config
-    if hasattr(config, "workerinput") or config.option.collectonly:
-        return
-    definitions = [item.definition for item in session.items if isinstance(item, PackageTest)]
-    if definitions:
-        from nixtest.progress import build_profiles, terminal_say
+    if not hasattr(config, "workerinput") and not config.option.collectonly:
+        definitions = [item.definition for item in session.items if isinstance(item, PackageTest)]
+        if definitions:
+            from nixtest.progress import build_profiles, terminal_say
 
-        build_profiles(definitions, config.stash[CONTEXT_KEY], terminal_say(config))
+            build_profiles(definitions, config.stash[CONTEXT_KEY], terminal_say(config))
+    yield
 
 
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
