@@ -222,6 +222,18 @@ def wait_for_logs(proc: subprocess.Popen[bytes], logs: Path, count: int, output:
     pytest.fail(f"no {count} logs in {logs} after 60 s:\n{output.read_text(errors='replace')}")
 
 
+def wait_for_log_line(proc: subprocess.Popen[bytes], log: Path, output: Path) -> None:
+    """Until `log` holds a whole line: what the test printed, read and written by its runner."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.is_file() and b"\n" in log.read_bytes():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {log} held a line:\n{output.read_text(errors='replace')}")
+        time.sleep(0.02)
+    pytest.fail(f"{log} holds no line after 60 s:\n{output.read_text(errors='replace')}")
+
+
 def parent_of(marker: str, deadline: float) -> int:
     """The parent of the topmost live process whose command line or cwd matches `marker` (a regex)."""
     while time.monotonic() < deadline:
@@ -284,6 +296,9 @@ def execute(scenario: Scenario, root: Path, state: Path) -> Run:
             if scenario.crash:
                 # the wrapper runs in a session of its own, as a child of its worker
                 package = next(iter(scenario.packages))
+                # kill once the test has printed its first line and the log shows it
+                log = root / scenario.out / "logs" / package / f"{scenario.crash}.log"
+                wait_for_log_line(proc, log, output)
                 # the runner's working directory of that test: TMPDIR/<scratch>/<pkg>.<test>.<n>.work
                 name = re.escape(f"{package}.{scenario.crash}.")
                 marker = re.escape(str(tmpdir)) + rf"/[^/]+/{name}"
@@ -584,9 +599,11 @@ def test_logs_hold_the_full_raw_output(run: Run) -> None:
             assert raw.startswith(run.noise), "the log is not the raw output"
             assert len(raw) >= NOISE_SIZE
         elif kind == "crashed":
-            # its worker died with the test; what it printed until then may still
-            # have been in the worker's buffer (execution.py writes the log buffered)
-            assert expected[test].startswith(raw[: len(expected[test])]), (test, raw[:300])
+            # its worker was killed once the log showed the first line: the log is
+            # written unbuffered, so that line is there, and nothing after the kill
+            first_line = expected[test].split(b"\n", 1)[0] + b"\n"
+            assert raw.startswith(first_line), (test, raw[:300])
+            assert expected[test][len(first_line) :] not in raw, (test, raw[:300])
         else:
             assert raw.startswith(expected[test]), (test, raw[:300])
         if kind == "timeout":
