@@ -18,6 +18,9 @@ import pytest
 from conftest import remove_tree, world_readable_dir
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+NO_NIX = (
+    "needs Nix: nix-build, nix-env, nix-store, nix-instantiate not on PATH (Debian: apt-get install nix-bin)"
+)
 
 TESTS = """
 import pytest
@@ -62,7 +65,8 @@ def outcomes_of(result: pytest.RunResult) -> dict[str, str]:
     for report in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
         name = report.nodeid.split("::")[-1]
         if report.when == "call" or report.outcome != "passed":
-            found.setdefault(name, report.outcome if report.when == "call" else f"{report.when} {report.outcome}")
+            outcome = report.outcome if report.when == "call" else f"{report.when} {report.outcome}"
+            found.setdefault(name, outcome)
     return found
 
 
@@ -165,10 +169,7 @@ def test_the_outcome_file(project: pytest.Pytester, monkeypatch: pytest.MonkeyPa
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     by_name = {line["id"].split("::")[-1]: (line["outcome"], line["reason"]) for line in lines}
     assert by_name == {
-        "test_nix": (
-            "skipped",
-            "needs Nix: nix-build, nix-env, nix-store, nix-instantiate not on PATH (Debian: apt-get install nix-bin)",
-        ),
+        "test_nix": ("skipped", NO_NIX),
         "test_tool": ("skipped", "needs no-such-tool-5d1e not on PATH"),
         "test_archive": ("skipped", "needs apt-get source: apt-get, dpkg-source not on PATH"),
         "test_reference": by_name["test_reference"],
