@@ -603,13 +603,29 @@ def test_loghtml_folding_rerun_and_summary(out: Path) -> None:
         elif not failing:
             assert not rerun
     assert len(seen) == N_TESTS
-    summary = tree.xpath("//p[@class='summary']")[0].text_content()
-    assert "6 tests" in summary and "1 passed" in summary and "3 failed" in summary
-    assert "1 error" in summary and "1 skipped" in summary and "3.50 s" in summary
+    # the summary's counts, each exactly
+    summary = tree.xpath("//p[@class='summary']")[0]
+    assert summary.xpath("strong")[0].text_content() == f"{N_TESTS} tests"
+    counts = {span.get("class"): span.text_content() for span in summary.xpath("span")}
+    assert counts == {
+        "passed": f"{N_PASSED} passed",
+        "failed": f"{N_FAILED} failed",
+        "error": f"{N_ERROR} error",
+        "skipped": f"{N_SKIPPED} skipped",
+    }
+    assert " in 3.50 s " in summary.text_content()
+    assert tree.findtext(".//title") == f"nixtest: {N_PASSED} passed, {N_FAILED + N_ERROR} failed"
+    # the failure index: one link per failed or broken test, to that test's own entry
     failed_links = tree.xpath("//ul/li/a[starts-with(@href, '#')]")
-    assert len(failed_links) == N_FAILED + N_ERROR
-    ids = {d.get("id") for d in tests}
-    assert {a.get("href")[1:] for a in failed_links} <= ids
+    linked = set()
+    for link in failed_links:
+        target = tree.get_element_by_id(link.get("href")[1:])
+        package = target.xpath("ancestor::details[1]/summary/span[@class='name']")[0].text
+        name = target.xpath("summary/span[@class='name']")[0].text
+        assert link.text_content() == f"{package}::{name}"
+        linked.add((package, name))
+    assert len(failed_links) == len(linked) == N_FAILED + N_ERROR
+    assert linked == FAILING | {("libxml++2.6", "broken")}, linked
     # the log link is relative to OUT and URL-quoted
     log_links = tree.xpath("//a[contains(@href, 'noisy.log')]")
     assert [a.get("href") for a in log_links] == ["logs/libxml%2B%2B2.6/noisy.log"]
