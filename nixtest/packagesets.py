@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,6 +37,8 @@ __all__ = [
     "PrefixSet",
     "SCHEMES",
     "debian_profile_path",
+    "dependency_closure",
+    "essential_packages",
     "load_set",
     "parse_dpkg_listfiles",
     "parse_dpkg_query",
@@ -273,6 +275,9 @@ class DpkgSet:
         self._providers: dict[str, list[str]] = {}
         self._sorted: list[str] = []
         self._files: dict[str, list[tuple[str, str]]] = {}
+        self._alternatives: dict[str, list[str]] | None = None
+        self.alternatives_dir = Path("/var/lib/dpkg/alternatives")
+        self.alternatives_links = Path("/etc/alternatives")
 
     # -- the one database query -------------------------------------------
 
@@ -356,6 +361,41 @@ class DpkgSet:
         result.discard(name)
         return sorted(result)
 
+    def essential(self) -> list[str]:
+        """The installed packages marked ``Essential: yes``: what every Debian system has."""
+        db = self._db()
+        found = []
+        for line in self._run("-W", "-f", "${Package}\\t${Essential}\\n").splitlines():
+            name, _, flag = line.partition("\t")
+            if flag.strip() == "yes" and name in db:
+                found.append(name)
+        return sorted(set(found))
+
+    def provider(self, virtual: str) -> str | None:
+        """An installed package that provides the virtual package `virtual`, or None."""
+        self._db()
+        providers = self._providers.get(virtual)
+        return providers[0] if providers else None
+
+    def owner(self, path: str) -> str | None:
+        """The installed package whose files hold `path` (``dpkg -S``), or None."""
+        candidates = [path, os.path.realpath(path)]
+        for root in ("/usr/bin/", "/usr/sbin/", "/usr/lib/"):
+            # a merged-/usr machine: dpkg may list /bin/x for what is found as /usr/bin/x
+            for p in list(candidates):
+                if p.startswith(root):
+                    candidates.append("/" + p[len("/usr/") :])
+        for candidate in dict.fromkeys(candidates):
+            try:
+                out = self._run("-S", candidate)
+            except PackageSetError:
+                continue
+            for line in out.splitlines():
+                names, sep, listed = line.partition(": ")
+                if sep and listed == candidate and not names.startswith("diversion by"):
+                    return names.split(",")[0].strip().split(":")[0]
+        return None
+
     def _listing(self, name: str) -> list[tuple[str, str]]:
         listing = self._files.get(name)
         if listing is None:
@@ -379,8 +419,44 @@ class DpkgSet:
                     found.append(dep)
         return found
 
+    def alternatives(self) -> dict[str, list[str]]:
+        """The alternatives dpkg chose: real path of the chosen file -> the links that name it.
+
+        ``/usr/bin/awk`` is no file of ``mawk``'s: update-alternatives made it,
+        pointing at ``/usr/bin/mawk``.  A profile with ``mawk`` has ``awk`` too,
+        as the machine has.  Read from ``/var/lib/dpkg/alternatives/<name>``
+        (its mode, its link, then pairs of slave name and slave link).
+        """
+        if self._alternatives is None:
+            found: dict[str, list[str]] = {}
+            try:
+                names = sorted(os.listdir(self.alternatives_dir))
+            except OSError:
+                names = []
+            for alt in names:
+                try:
+                    lines = (self.alternatives_dir / alt).read_text(encoding="utf-8").split("\n")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                links = [(alt, lines[1])] if len(lines) > 1 else []
+                i = 2
+                while i + 1 < len(lines) and lines[i]:
+                    links.append((lines[i], lines[i + 1]))
+                    i += 2
+                for link_name, link in links:
+                    chosen = self.alternatives_links / link_name
+                    if not os.path.lexists(chosen):
+                        continue
+                    found.setdefault(os.path.realpath(chosen), []).append(link)
+            self._alternatives = found
+        return self._alternatives
+
     def profile_entries(self, name: str) -> Iterator[tuple[PurePosixPath, Path]]:
-        """The leaves of `name` and of its other `outputs`, mapped to the profile layout."""
+        """The leaves of `name` and of its other `outputs`, mapped to the profile layout.
+
+        The alternatives that point at one of them come along under their own names.
+        """
+        alternatives = self.alternatives()
         for package in self.outputs(name):
             for listed, real in self._listing(package):
                 # The profile path comes from the listed path: a diverted file
@@ -388,6 +464,39 @@ class DpkgSet:
                 inside = debian_profile_path(listed)
                 if inside is not None and _is_leaf(real):
                     yield inside, Path(real)
+                    for link in alternatives.get(real, ()):
+                        link_inside = debian_profile_path(link)
+                        if link_inside is not None and link_inside != inside:
+                            yield link_inside, Path(real)
+
+
+def dependency_closure(pset: PackageSet, names: Iterable[str]) -> list[str]:
+    """`names` and every package they depend on, transitively (sorted).
+
+    For a dpkg set: Depends and Pre-Depends, each ``a | b`` taken as its first
+    installed alternative (`DpkgSet.dependencies`).  Unknown names raise
+    `UnknownPackage`.
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+    todo = list(dict.fromkeys(names))
+    for name in todo:
+        if not pset.has(name):
+            raise UnknownPackage(name, pset.spec)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        found.append(name)
+        todo.extend(dep for dep in pset.dependencies(name) if dep not in seen)
+    return sorted(found)
+
+
+def essential_packages(pset: PackageSet) -> list[str]:
+    """The set's essential packages (dpkg's ``Essential: yes``); none for other sets."""
+    essential = getattr(pset, "essential", None)
+    return list(essential()) if callable(essential) else []
 
 
 # ---------------------------------------------------------------------------
