@@ -20,7 +20,7 @@ from nixtest.errors import DefinitionError
 DEFINITIONS_FILE = "tests.yaml"
 DEFAULT_TIMEOUT = 600.0
 
-Kind = Literal["classic", "pytest", "run", "imports"]
+Kind = Literal["classic", "pytest", "run", "imports", "autopkgtest"]
 
 TEST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -65,6 +65,29 @@ class Symlink:
 
 
 @dataclass(frozen=True)
+class Autopkgtest:
+    """What an autopkgtest stanza says about one test (read by `nixtest.sources.autopkgtest`)."""
+
+    #: the source package's unpacked tree (or the folder holding just its debian/)
+    tree: Path
+    #: the 1-based stanza of debian/tests/control the test comes from
+    stanza: int
+    #: `Tests:`: the test program, relative to the tree (Tests-Directory/name)
+    path: str | None = None
+    #: `Test-Command:`: a shell command, run by `bash -e -c`
+    command: str | None = None
+    #: `Depends:` as written (with `@` and `@builddeps@`), for reports
+    depends_text: str = ""
+    #: `Depends:` expanded: one tuple of alternatives (relation strings) per comma item
+    depends: tuple[tuple[str, ...], ...] = ()
+    restrictions: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    #: why the test cannot run whatever the set (an unknown field or restriction...)
+    unsupported: str = ""
+
+
+@dataclass(frozen=True)
 class TestDef:
     """One valid test of one package."""
 
@@ -85,6 +108,8 @@ class TestDef:
     timeout: float = DEFAULT_TIMEOUT
     #: True when the definition gave its own timeout
     timeout_set: bool = False
+    #: for kind "autopkgtest": what its control stanza says
+    autopkgtest: Autopkgtest | None = None
 
     @property
     def package_dir(self) -> Path:

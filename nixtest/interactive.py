@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nixtest.definitions import DEFINITIONS_FILE, BadTest, Definition, TestDef, display_path, load_package
+from nixtest.definitions import DEFINITIONS_FILE, BadTest, Definition, TestDef, display_path
 from nixtest.errors import NixtestError, UsageError
+from nixtest.sources import load_folder
+from nixtest.sources.autopkgtest import is_suite
 from nixtest.wrappers import seconds
 
 # --------------------------------------------------------------------------- finding a test
@@ -37,8 +39,12 @@ def find_definition(tests_dir: Path, item: str) -> Definition:
     package, test = split_test_name(item)
     folder = tests_dir / package
     if not (folder / DEFINITIONS_FILE).is_file():
+        from nixtest.sources import find_folders
+
+        folder = find_folders(tests_dir).get(package, folder)
+    if not (folder / DEFINITIONS_FILE).is_file() and not is_suite(folder):
         raise UsageError(f"no tests for package {package!r}: {folder / DEFINITIONS_FILE} does not exist")
-    definitions = load_package(folder)
+    definitions = load_folder(folder)
     for definition in definitions:
         if definition.name == test:
             return definition
@@ -136,9 +142,9 @@ def make_listing(
     tests_dir: Path, packages: Iterable[str], names: Sequence[str] | None, set_error: str = ""
 ) -> Listing:
     """`names` is the set's `names()` (one call), or None when the set could not be read."""
-    from nixtest.definitions import find_packages
+    from nixtest.sources import find_folders
 
-    folders = {f.name: f for f in find_packages(tests_dir)}
+    folders = find_folders(tests_dir)
     wanted = list(dict.fromkeys(packages))
     in_set = set(names) if names is not None else None
     if wanted:
@@ -151,10 +157,13 @@ def make_listing(
         selected = list(folders)
     listing = Listing(set_error=set_error)
     for package in sorted(selected):
-        listing.tested[package] = load_package(folders[package])
+        listing.tested[package] = load_folder(folders[package])
     if names is not None and in_set is not None:
         listing.set_size = len(in_set)
-        listing.not_in_set = {p for p in listing.tested if p not in in_set}
+        # an autopkgtest suite is named by its source package, which no set lists
+        listing.not_in_set = {
+            p for p in listing.tested if p not in in_set and (folders[p] / DEFINITIONS_FILE).is_file()
+        }
         pool = wanted if wanted else names
         listing.untested = sorted({p for p in pool if p not in folders})
     return listing
@@ -168,6 +177,10 @@ def _describe(definition: Definition) -> str:
         return f"{kind} {definition.script.name}"
     if definition.run is not None:
         return f"run: {definition.run}"
+    if definition.autopkgtest is not None:
+        spec = definition.autopkgtest
+        what = f"Test-Command: {spec.command}" if spec.command is not None else f"Tests: {spec.path}"
+        return f"autopkgtest {what}"
     return f"imports: {' '.join(definition.imports)}"
 
 

@@ -11,6 +11,7 @@ import pytest
 from nixtest.definitions import Definition, load_package
 from nixtest.results import TestResult
 from nixtest.runner import Context, Prepared, execute, format_failure, prepare
+from nixtest.sources.autopkgtest import CONTROL, load_suite
 
 RESULT_PROPERTY = "nixtest_result"
 
@@ -20,6 +21,14 @@ class PackageFolder(pytest.Directory):
 
     def collect(self) -> Iterator[PackageTest]:
         for definition in load_package(self.path):
+            yield PackageTest.from_parent(self, name=definition.name, definition=definition)
+
+
+class AutopkgtestFolder(pytest.Directory):
+    """A Debian source tree (or its `debian/` folder): its tests come from `debian/tests/control`."""
+
+    def collect(self) -> Iterator[PackageTest]:
+        for definition in load_suite(self.path):
             yield PackageTest.from_parent(self, name=definition.name, definition=definition)
 
 
@@ -39,6 +48,8 @@ class PackageTest(pytest.Item):
         return context
 
     def reportinfo(self) -> tuple[Path, None, str]:
+        if isinstance(self.parent, AutopkgtestFolder):
+            return self.path / CONTROL, None, self.definition.nodeid
         return self.path / "tests.yaml", None, self.definition.nodeid
 
     def _record(self, result: TestResult) -> None:
@@ -49,6 +60,9 @@ class PackageTest(pytest.Item):
         self.planned = None
         if isinstance(prepared, TestResult):
             self._record(prepared)
+            if prepared.outcome == "skipped":
+                # pytest's summary line shows where skip() was called: the message names the test
+                pytest.skip(f"{self.definition.nodeid}: {prepared.message}")
             # pytrace=False: a definition error is one line, not a traceback
             pytest.fail(format_failure(prepared), pytrace=False)
         self.prepared = prepared
@@ -59,7 +73,9 @@ class PackageTest(pytest.Item):
         self.finished = None
         self._record(result)
         if result.outcome == "skipped":
-            pytest.skip(result.message)
+            pytest.skip(f"{self.definition.nodeid}: {result.message}")
+        if result.outcome == "xfailed":
+            pytest.xfail(f"{self.definition.nodeid}: {result.message}")
         if result.outcome != "passed":
             pytest.fail(format_failure(result), pytrace=False)
 

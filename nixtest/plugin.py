@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from nixtest.definitions import DEFINITIONS_FILE
-from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, PackageFolder, PackageTest
+from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, AutopkgtestFolder, PackageFolder, PackageTest
 from nixtest.loop import RunLoop, parse_jobs
 from nixtest.results import RunSummary, TestResult
 from nixtest.runner import Context
+from nixtest.sources.autopkgtest import is_suite
 from nixtest.wrappers import wrapper_path
 
 
@@ -130,6 +131,8 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
         return None
     if is_package:
         return PackageFolder.from_parent(parent, path=path)
+    if is_suite(path):
+        return AutopkgtestFolder.from_parent(parent, path=path)
     return None
 
 
@@ -180,7 +183,8 @@ class ResultCollector:
             self.order = {nodeid: index for index, nodeid in enumerate(ids)}
         for nodeid in ids:
             path = nodeid.partition("::")[0]
-            if (self.config.rootpath / path / DEFINITIONS_FILE).is_file():
+            folder = self.config.rootpath / path
+            if (folder / DEFINITIONS_FILE).is_file() or is_suite(folder):
                 self.active = True
                 return
 

@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Outcome = Literal["passed", "failed", "error", "skipped"]
+#: "xfailed": an autopkgtest marked `flaky` that failed; it does not fail the run
+Outcome = Literal["passed", "failed", "error", "skipped", "xfailed"]
 Stream = Literal["stdout", "stderr"]
 
 #: What a result's output holds: (stream, text) chunks, in the order printed.
@@ -82,6 +83,8 @@ class TestResult:
     warnings: list[str] = field(default_factory=list)
     #: the profile the test ran in
     profile: str = ""
+    #: facts the reports show as "name: value" (an autopkgtest's Depends, Restrictions...)
+    properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def nodeid(self) -> str:

@@ -33,6 +33,7 @@ from nixtest.wrappers import (
     EXIT_PASSED,
     EXIT_SKIPPED,
     EXIT_USAGE,
+    EXIT_XFAILED,
     WrapperPlan,
     write_wrapper,
 )
@@ -89,6 +90,8 @@ class Prepared:
     plan: WrapperPlan
     wrapper: Path
     warnings: list[str]
+    #: facts for the reports (an autopkgtest's Depends, Restrictions...)
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 def error_result(defn: Definition, message: str, wrapper: str = "") -> TestResult:
@@ -117,7 +120,11 @@ def prepare(defn: Definition, ctx: Context) -> Prepared | TestResult:
         return error_result(defn, f"{display_path(defn.file)}: test {defn.name!r}: {exc}")
 
 
-def _prepare(test: TestDef, ctx: Context) -> Prepared:
+def _prepare(test: TestDef, ctx: Context) -> Prepared | TestResult:
+    if test.autopkgtest is not None:
+        from nixtest.run.autopkgtest import prepare_autopkgtest
+
+        return prepare_autopkgtest(test, ctx)
     shown = display_path(test.file)
     if not ctx.pset.has(test.package):
         raise DefinitionError(
@@ -164,6 +171,11 @@ def execute(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | 
     os.mkdir(workdir)
     os.mkdir(workdir / ".tmp")
     log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
+    if prepared.plan.artifacts is not None:
+        # a fresh $AUTOPKGTEST_ARTIFACTS: nothing of an earlier run is listed as this run's
+        if os.path.lexists(prepared.plan.artifacts):
+            _remove_tree(prepared.plan.artifacts)
+        prepared.plan.artifacts.mkdir(parents=True)
     secrets = [os.environ[s] for s in test.secrets if os.environ.get(s)]
     argv = [str(prepared.wrapper), "--result", str(result_file), "--workdir", str(workdir)]
     env = dict(os.environ, TMPDIR=str(workdir / ".tmp"))
@@ -176,6 +188,7 @@ def execute(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | 
         log_path=str(log_path),
         warnings=list(prepared.warnings),
         profile=str(prepared.plan.profile),
+        properties=dict(prepared.properties),
     )
     try:
         run = run_supervised(
@@ -241,6 +254,10 @@ def execute(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | 
     if test.run is not None and result.steps:
         result.output, result.output_dropped = [], 0  # all of it is the one step's
     _decide(result, end, timeout)
+    if test.autopkgtest is not None:
+        from nixtest.run.autopkgtest import after_autopkgtest
+
+        after_autopkgtest(result, prepared, ctx)
     return result
 
 
@@ -258,6 +275,8 @@ def _decide(result: TestResult, end: dict[str, Any], timeout: float) -> None:
         result.outcome = "passed"
     elif code == EXIT_SKIPPED:
         result.outcome, result.message = "skipped", said or "skipped"
+    elif code == EXIT_XFAILED:
+        result.outcome, result.message = "xfailed", said or "failed, and marked flaky"
     elif code == EXIT_FAILED:
         step = result.failed_step
         result.outcome = "failed"

@@ -23,6 +23,8 @@ from nixtest.profiles import profile_env
 
 #: exit codes of a wrapper (and of the driver it runs)
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
+#: an autopkgtest marked `flaky` that failed
+EXIT_XFAILED = 6
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,14 @@ class WrapperPlan:
     python: str
     #: working-directory symlinks: name -> target (a profile, or a path)
     links: Mapping[str, Path] = field(default_factory=dict)
+    #: an autopkgtest's $AUTOPKGTEST_ARTIFACTS in nixtest's own run (OUT/artifacts/<source>/<test>)
+    artifacts: Path | None = None
 
     @property
     def driven(self) -> bool:
         """Whether the test runs through the Python driver (a plain `run:` needs none)."""
+        if self.test.kind == "autopkgtest":
+            return False
         return not (self.test.kind == "run" and not self.test.expect.has_patterns)
 
     def environment(self) -> dict[str, str]:
@@ -143,11 +149,12 @@ def render(plan: WrapperPlan) -> str:
         "# A run of nixtest's (--result) is timed by nixtest, which kills the whole process group.",
         'if [ -n "$nt_result" ]; then nt_timeout=0; fi',
     ]
-    if t.kind in ("run", "imports"):
+    if t.kind in ("run", "imports", "autopkgtest"):
         # Its commands run in processes of their own: there is no Python frame of the test's.
+        article = {"run": "a run", "imports": "an imports", "autopkgtest": "an autopkgtest"}[t.kind]
         lines += [
             'if [ "$nt_mode" = ipdb ]; then',
-            f"    printf 'nixtest: %s is {'a run' if t.kind == 'run' else 'an imports'}: test: "
+            f"    printf 'nixtest: %s is {article}: test: "
             "it has no Python frame to debug; "
             '%s --shell opens a shell in its environment\\n\' "$nt_name" "$0" >&2',
             "    exit 4",
@@ -194,6 +201,8 @@ def render(plan: WrapperPlan) -> str:
         "trap 'nt_cleanup; exit 143' TERM",
         "trap 'nt_cleanup; exit 129' HUP",
     ]
+    if t.kind == "autopkgtest":
+        return "\n".join(lines + _autopkgtest_lines(plan))
     if t.skel is not None:
         lines.append(f'cp -R -- {q(t.skel)}/. "$nt_wd/" || nt_fail skel')
     for dest, src in t.sources.items():
@@ -313,3 +322,147 @@ def write_wrapper(plan: WrapperPlan, out: Path) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def _json_string_filter() -> str:
+    """A pipe turning text into the inside of a JSON string: printable ASCII, escaped."""
+    return "LC_ALL=C tr -cd ' -~' | sed 's/[\\\\\"]/\\\\&/g'"
+
+
+def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
+    """The rest of an autopkgtest's wrapper: its tree, its environment, autopkgtest's rules."""
+    t = plan.test
+    spec = t.autopkgtest
+    assert spec is not None
+    restrictions = set(spec.restrictions)
+    env = profile_env(plan.profile)
+    artifacts = plan.artifacts
+    lines = [
+        "",
+        "# As autopkgtest runs it: in a fresh writable copy of the source tree,",
+        "# with a fresh empty $AUTOPKGTEST_TMP and a folder for $AUTOPKGTEST_ARTIFACTS.",
+        f"nt_tree={q(spec.tree)}",
+        'mkdir -- "$nt_wd/src" "$nt_wd/tmp" || nt_fail mkdir',
+        'cp -R -- "$nt_tree"/. "$nt_wd/src"/ || nt_fail "copy of the source tree"',
+        'chmod -R u+w -- "$nt_wd/src" || nt_fail chmod',
+        'ln -s -- "$nt_profile" "$nt_wd/profile" || nt_fail profile',
+        # nixtest's own run puts them where the reports list them; a rerun keeps to its folder
+        'nt_artifacts="$nt_wd/artifacts"',
+    ]
+    if artifacts is not None:
+        lines.append(f'if [ "$nt_runner" = 1 ]; then nt_artifacts={q(artifacts)}; fi')
+    lines += [
+        'mkdir -p -- "$nt_artifacts" || nt_fail artifacts',
+        'cd -- "$nt_wd/src" || nt_fail cd',
+        "",
+        "# The end: one line for nixtest's own run (a JSON record), or for the person rerunning it.",
+        "nt_end() {",
+        '    if [ "$nt_runner" = 1 ]; then',
+        f"        nt_msg=$(printf '%s' \"$2\" | {_json_string_filter()})",
+        '        printf \'{"type": "end", "message": "%s"}\\n\' "$nt_msg" >> "$nt_result"',
+        '    elif [ -n "$2" ]; then',
+        '        printf \'nixtest: %s %s: %s\\n\' "$nt_name" "$3" "$2" >&2',
+        "    fi",
+        '    if [ "$nt_keep" = 1 ] && [ "$nt_runner" != 1 ]; then',
+        "        printf 'nixtest: artifacts in %s\\n' \"$nt_artifacts\" >&2",
+        "    fi",
+        "    nt_cleanup",
+        '    exit "$1"',
+        "}",
+    ]
+    if "needs-root" in restrictions:
+        lines += [
+            "# needs-root: it runs only as root",
+            'if [ "$nt_mode" = run ] && [ "$(id -u)" != 0 ]; then',
+            f"    nt_end {EXIT_SKIPPED} 'restriction needs-root: it runs only as root' skipped",
+            "fi",
+        ]
+    assigns = [
+        'HOME="$nt_wd"',
+        'TMPDIR="$nt_wd/.tmp"',
+        'USER="$(id -un 2>/dev/null || id -u)"',
+        'AUTOPKGTEST_TMP="$nt_wd/tmp"',
+        'ADTTMP="$nt_wd/tmp"',
+        'AUTOPKGTEST_ARTIFACTS="$nt_artifacts"',
+        'ADT_ARTIFACTS="$nt_artifacts"',
+        "DEBIAN_FRONTEND=noninteractive",
+        "LANG=C.UTF-8",
+        *(q(f"{key}={value}") for key, value in env.items()),
+    ]
+    lines += [
+        "",
+        "# The test's environment: cleared, then autopkgtest's variables and the profile's.",
+        "set -- env -i \\",
+        *[f"    {a} \\" for a in assigns],
+    ]
+    lines[-1] = lines[-1][:-2]
+    if spec.command is not None:
+        bash = plan.profile / "bin" / "bash"
+        # "It will be run under bash -e" (README.package-tests.rst)
+        lines.append(f'set -- "$@" {q(bash)} -e -c {q(spec.command)}')
+    else:
+        assert spec.path is not None
+        lines += [
+            f'chmod +x -- "$nt_wd/src"/{q(spec.path)} || nt_fail chmod',
+            f'set -- "$@" "$nt_wd/src"/{q(spec.path)}',
+        ]
+    # --shell: the environment above, in the copy of the tree, a shell instead of the test
+    lines += [
+        'if [ "$nt_mode" = shell ]; then',
+        f'    set -- env -i {" ".join(assigns)} ${{TERM+"TERM=$TERM"}} '
+        f"PS1={q('[nixtest ' + t.nodeid + '] $ ')}",
+        '    if [ -x "$nt_profile/bin/bash" ]; then set -- "$@" "$nt_profile/bin/bash" --norc -i; '
+        'else set -- "$@" /bin/sh -i; fi',
+        '    "$@"',
+        "    nt_status=$?",
+        "    nt_cleanup",
+        '    exit "$nt_status"',
+        "fi",
+    ]
+    first_stderr = (
+        "nt_first=$(head -n 1 -- \"$nt_wd/.stderr\" | LC_ALL=C tr -cd ' -~' | cut -c 1-200 "
+        "| sed 's/[ \t]*$//')"
+    )
+    lines += [
+        "",
+        "# Its stderr is kept apart as well: autopkgtest fails a test that wrote to it.",
+        "nt_timer=",
+        'if [ "$nt_timeout" != 0 ] && command -v timeout >/dev/null 2>&1; then',
+        "    nt_timer=$nt_timeout",
+        '    set -- timeout -k 5 "$nt_timer" "$@"',
+        "fi",
+        ': > "$nt_wd/.stderr"',
+        '{ { "$@" 3>&-; echo "$?" > "$nt_wd/.rc"; } 2>&1 >&3 3>&- | tee -- "$nt_wd/.stderr" >&2; } 3>&1',
+        'read -r nt_rc < "$nt_wd/.rc" || nt_rc=255',
+        'if [ -n "$nt_timer" ] && [ "$nt_rc" -eq 124 ]; then',
+        f'    nt_end {EXIT_FAILED} "timed out after $nt_timer seconds" failed',
+        "fi",
+    ]
+    if "skippable" in restrictions:
+        lines += [
+            'if [ "$nt_rc" -eq 77 ]; then',
+            f"    nt_end {EXIT_SKIPPED} 'exit status 77 and marked as skippable' skipped",
+            "fi",
+        ]
+    if "flaky" in restrictions:
+        lines += [
+            'if [ "$nt_rc" -ne 0 ]; then',
+            f'    nt_end {EXIT_XFAILED} "non-zero exit status $nt_rc (flaky: not counted as a failure)" '
+            "xfailed",
+            "fi",
+        ]
+    lines += [
+        'if [ "$nt_rc" -ne 0 ]; then',
+        f'    nt_end {EXIT_FAILED} "non-zero exit status $nt_rc" failed',
+        "fi",
+    ]
+    if "allow-stderr" not in restrictions:
+        lines += [
+            'if [ -s "$nt_wd/.stderr" ]; then',
+            f"    {first_stderr}",
+            f"    nt_end {EXIT_XFAILED if 'flaky' in restrictions else EXIT_FAILED} "
+            f'"stderr: $nt_first" {"xfailed" if "flaky" in restrictions else "failed"}',
+            "fi",
+        ]
+    lines += [f"nt_end {EXIT_PASSED} '' passed", ""]
+    return lines

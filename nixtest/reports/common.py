@@ -65,7 +65,7 @@ def step_summary(step: Step) -> str:
 def package_counts(results: list[TestResult]) -> str:
     """ "3 passed, 1 failed" (outcomes that occur, in a fixed order)."""
     parts = []
-    for outcome in ("passed", "failed", "error", "skipped"):
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed"):
         n = sum(1 for r in results if r.outcome == outcome)
         if n:
             parts.append(f"{n} {outcome}")
@@ -78,6 +78,7 @@ def run_counts(run: RunSummary) -> str:
         f"{len(run.results)} tests: {run.count('passed')} passed, "
         f"{run.count('failed')} failed, {run.count('error')} error, "
         f"{run.count('skipped')} skipped"
+        + (f", {run.count('xfailed')} xfailed" if run.count("xfailed") else "")
     )
 
 

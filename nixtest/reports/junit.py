@@ -101,6 +101,7 @@ def _system_out(result: TestResult, out: Path, stdout: str) -> str:
         lines.append(f"exit code: {result.exit_code}")
     if result.profile:
         lines.append(f"profile: {result.profile}")
+    lines.extend(f"{name}: {value}" for name, value in result.properties.items())
     lines.extend(f"warning: {w}" for w in result.warnings)
     if result.steps:
         lines.append("steps:")
@@ -133,6 +134,10 @@ def _test_case(result: TestResult, out: Path) -> TestCase:
         case.add_error_info(_message(result), _xml_text(_result_text(result, out)), "error")
     elif result.outcome == "skipped":
         reason = _message(result)
+        case.add_skipped_info(reason, reason)
+    elif result.outcome == "xfailed":
+        # as pytest writes an expected failure: skipped, saying so
+        reason = f"xfailed: {_message(result)}"
         case.add_skipped_info(reason, reason)
     return case
 

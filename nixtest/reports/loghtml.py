@@ -118,6 +118,7 @@ def _test(result: TestResult, out: Path, anchor: str) -> str:
         parts.append(f'<div class="message">{esc(result.message)}</div>\n')
     if bad and result.rerun_lines:
         parts.append(f'<pre class="rerun">{esc(chr(10).join(result.rerun_lines))}</pre>\n')
+    parts.extend(f"<div>{esc(name)}: {esc(value)}</div>\n" for name, value in result.properties.items())
     parts.extend(f'<div class="warning">warning: {esc(w)}</div>\n' for w in result.warnings)
     parts.extend(_step(step, result, out) for step in result.steps)
     parts.append(_output(bounded_lines(result.output, log_path(result, out), result.output_dropped)))

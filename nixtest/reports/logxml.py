@@ -137,6 +137,8 @@ def _write_test(log: _LogWriter, result: TestResult, out: Path) -> None:
     bad = is_bad(result)
     head = f"test {result.test}: {outcome_label(result)}"
     with log.nest(head, {"expanded": "1"} if bad else {}):
+        for name, value in result.properties.items():
+            log.line(f"{name}: {value}")
         for warning in result.warnings:
             log.line(f"warning: {warning}", {"warning": "1"})
         if result.message:

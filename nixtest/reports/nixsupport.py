@@ -1,8 +1,10 @@
 """OUT/nix-support/: what Hydra reads from a build output.
 
 * hydra-build-products: `report testlog OUT log.html` and `report junit
-  OUT/junit.xml`, OUT absolute, following the line format of Hydra's C++
-  parser (build-result.cc); a product whose file is missing is left out.
+  OUT/junit.xml`, and `file artifact PATH` for each file an autopkgtest left in
+  OUT/artifacts/<source>/<test>/ ($AUTOPKGTEST_ARTIFACTS); OUT absolute,
+  following the line format of Hydra's C++ parser (build-result.cc); a
+  product whose file is missing is left out.
 * hydra-metrics: `NAME VALUE [UNIT]` lines: tests, failures, errors, skipped,
   passed, duration (s) and package.<name>.duration (s).
 * failed: exists exactly when a test failed or errored; a stale one from an
@@ -17,6 +19,9 @@ from pathlib import Path
 
 from nixtest.reports.text import atomic_write
 from nixtest.results import RunSummary
+
+#: where autopkgtests leave their artifacts: ARTIFACTS/<source>/<test>/
+ARTIFACTS = "artifacts"
 
 #: (type, subtype, file in OUT, default path) of each product, when the file exists
 PRODUCTS = [
@@ -56,7 +61,24 @@ def build_products(out: Path) -> str:
         if written is None:
             continue
         lines.append(" ".join(filter(None, [type_, subtype, written, default])))
+    lines += [f"file artifact {path}" for path in _artifacts(os.path.join(absout, ARTIFACTS))]
     return "".join(line + "\n" for line in lines)
+
+
+def _artifacts(root: str) -> list[str]:
+    """The regular files below `root`, sorted, each in the form Hydra accepts (others left out)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            # Hydra canonicalises a product path and drops one that leaves the output
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            written = product_path(path)
+            if written is not None:
+                found.append(written)
+    return found
 
 
 def metrics(run: RunSummary) -> str:

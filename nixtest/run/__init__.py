@@ -1,1 +1,2 @@
-"""Running tests: the pool that runs several at once (see `pool`)."""
+"""Running tests: the pool that runs several at once (`pool`), an autopkgtest's profile and skips
+(`autopkgtest`)."""
