@@ -11,8 +11,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from nixtest.completion import complete_packages, complete_selection, complete_tests, install
-from nixtest.definitions import DEFINITIONS_FILE, load_package
+from nixtest.definitions import DEFINITIONS_FILE
 from nixtest.errors import NixtestError, UsageError
+from nixtest.sources import find_folders, load_folder
+from nixtest.sources.autopkgtest import CONTROL, is_suite
 
 install()  # bash completion that keeps PKG::TEST one word
 
@@ -127,15 +129,20 @@ def selection_paths(tests_dir: Path, selection: tuple[str, ...]) -> list[str]:
         package, sep, test = item.partition("::")
         if not package or "/" in package or (sep and not test):
             raise UsageError(f"not a package or PKG::TEST: {item!r}")
-        if not (tests_dir / package / DEFINITIONS_FILE).is_file():
+        folder = tests_dir / package
+        if not (folder / DEFINITIONS_FILE).is_file():
+            # an autopkgtest suite is named by its source package, not by its folder
+            folder = find_folders(tests_dir).get(package, folder)
+        if not (folder / DEFINITIONS_FILE).is_file() and not is_suite(folder):
             raise UsageError(
                 f"no tests for package {package!r}: {tests_dir / package / DEFINITIONS_FILE} does not exist"
             )
         if sep:
-            names = {definition.name for definition in load_package(tests_dir / package)}
+            names = {definition.name for definition in load_folder(folder)}
             if test not in names:
-                raise UsageError(f"no test {test!r} in {tests_dir / package / DEFINITIONS_FILE}")
-        path = str(tests_dir / package)
+                file = folder / DEFINITIONS_FILE
+                raise UsageError(f"no test {test!r} in {file if file.is_file() else folder / CONTROL}")
+        path = str(folder)
         if path not in paths:
             paths.append(path)
     return paths
@@ -482,6 +489,36 @@ def rerun(out: Path, state: Path | None, verbose: int) -> None:
 
 # --- nixtest jobset (nixtest/jobset.py) ------------------------------------------
 # Kept above the `__main__` guard so that `python -m nixtest.cli jobset` knows it.
+
+
+@main.command()
+@click.argument("sources", nargs=-1, metavar="[SRC]...")
+@click.option(
+    "--into",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder to unpack the source trees into (then: nixtest run --tests DIR)",
+)
+@state_option
+def sources(sources: tuple[str, ...], into: Path, state: Path | None) -> None:
+    """Fetch and unpack Debian source packages of the host, for their autopkgtest suites.
+
+    With no SRC, every installed source package whose Testsuite: names
+    autopkgtest.  Each at its installed version where the archive still has
+    it.  apt runs with a private state folder and the machine's deb-src lines
+    (derived from its deb lines when it has none): /etc/apt is not touched and
+    no root is needed.  Exits 1 when a source could not be fetched.
+    """
+    from nixtest.profiles import default_state_dir
+    from nixtest.sources.debian import fetch
+
+    try:
+        done = fetch(list(sources), into, state if state is not None else default_state_dir())
+    except NixtestError as exc:
+        click.echo(f"nixtest sources: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(f"nixtest sources: {len(done.fetched)} fetched into {into}, {len(done.failed)} not fetched")
+    sys.exit(1 if done.failed else 0)
 
 
 @main.command("jobset")
