@@ -45,8 +45,8 @@ def profiles_of(definitions: Iterable[Definition]) -> list[tuple[str, ...]]:
     """Every distinct package list the tests need a profile of, in the order of the tests."""
     wanted: list[tuple[str, ...]] = []
     for definition in definitions:
-        if not isinstance(definition, TestDef):
-            continue
+        if not isinstance(definition, TestDef) or definition.autopkgtest is not None:
+            continue  # an autopkgtest's profile is its Depends closure, known only in its setup
         lists = [definition.profile, *(link.packages for link in definition.symlinks if link.path is None)]
         for packages in lists:
             key = tuple(sorted(set(packages)))
