@@ -210,3 +210,20 @@ def test_a_broken_stanza_fails_alone() -> None:
         assert "debian/tests/control: stanza 2 (line 4): test 'oops': key 'Depends'" in error_line[0]
     finally:
         remove_tree(root)
+
+
+def test_a_set_without_bash_runs_test_command_with_the_machines(demo: DemoRun) -> None:
+    # --set path: every program on PATH is a package; `@` is hello, and no package is essential
+    out = demo.root / "out-path"
+    done = subprocess.run(
+        nixtest_command(
+            "run", "--set", "path", "--tests", str(demo.tests), "--out", str(out), "ntdemo::command1"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "/bin/bash -e -c" in (out / "rerun" / "ntdemo" / "command1").read_text()
