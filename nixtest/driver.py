@@ -384,6 +384,9 @@ class Driver:
         bad = [s for s in steps if s.outcome in ("failed", "error")]
         if bad:
             return "failed", f"failed at step {steps.index(bad[0]) + 1} {bad[0].message!r}: {bad[0].detail}"
+        if not steps and int(code) in (0, 5):
+            # nothing ran: not a pass, and not the test's failure either
+            return "error", f"ran nothing: pytest found no test function in {script.name}"
         if not steps:
             return "failed", f"pytest found no test in {script.name} (exit code {int(code)})"
         if int(code) not in (0, 5):

@@ -444,10 +444,12 @@ def test_pytest_module_all_pass_and_skip(drive: Any, tmp_path: Path) -> None:
     assert d.end["outcome"] == "skipped" and "not here" in d.end["message"]
 
 
-def test_pytest_module_without_tests_fails(drive: Any, tmp_path: Path) -> None:
+def test_pytest_module_without_tests_is_an_error(drive: Any, tmp_path: Path) -> None:
+    # a module that runs nothing proves nothing: neither a pass nor the test's failure
     d = drive("pytest", script=script(tmp_path, "X = 1\n", name="test_empty.py"))
-    assert d.code == 1
-    assert "found no test" in d.end["message"]
+    assert d.code == 3
+    assert d.end["outcome"] == "error"
+    assert "ran nothing: pytest found no test function in test_empty.py" in d.end["message"]
 
 
 def test_unknown_kind_is_an_error(drive: Any) -> None:
