@@ -112,6 +112,58 @@ def run_options(func: F) -> F:
     return _decorate(func, options)
 
 
+def history_options(func: F) -> F:
+    """The options of the run history: cache, retries, baseline, exit code (nixtest.history)."""
+    options = [
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            envvar="NIXTEST_NO_CACHE",
+            help="run every test, also those with a recorded pass of the same inputs",
+        ),
+        click.option(
+            "--retries",
+            default=0,
+            envvar="NIXTEST_RETRIES",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="run a failing test up to N more times; a pass after a failure is flaky",
+        ),
+        click.option(
+            "--baseline",
+            default=None,
+            envvar="NIXTEST_BASELINE",
+            metavar="RUN|FILE",
+            help="compare with this run id, junit.xml or report.json [default: the last run "
+            "of the same set and tests folder]",
+        ),
+        click.option(
+            "--fail-on",
+            "fail_on",
+            default="failures",
+            envvar="NIXTEST_FAIL_ON",
+            show_default=True,
+            type=click.Choice(["failures", "regressions"]),
+            help="exit 1 on any failure, or only when a test is newly failing",
+        ),
+    ]
+    return _decorate(func, options)
+
+
+def history_args(
+    tests_dir: Path, no_cache: bool, retries: int, baseline: str | None, fail_on: str
+) -> tuple[str, ...]:
+    """The plugin options for `history_options`."""
+    args = ["--nixtest-tests", os.path.abspath(tests_dir), "--nixtest-fail-on", fail_on]
+    if no_cache:
+        args.append("--nixtest-no-cache")
+    if retries:
+        args += ["--nixtest-retries", str(retries)]
+    if baseline:
+        args += ["--nixtest-baseline", baseline]
+    return tuple(args)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nixtest")
 def main() -> None:
@@ -214,6 +266,7 @@ def _fail_usage(exc: NixtestError) -> None:
 @click.argument("selection", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_selection)
 @common_options
 @run_options
+@history_options
 def run(
     selection: tuple[str, ...],
     set_spec: str,
@@ -224,6 +277,10 @@ def run(
     keyword: str | None,
     timeout: float | None,
     verbose: int,
+    no_cache: bool,
+    retries: int,
+    baseline: str | None,
+    fail_on: str,
 ) -> None:
     """Run package tests: all, those of PKG, or PKG::TEST.
 
@@ -249,7 +306,7 @@ def run(
             timeout=timeout,
             verbose=verbose,
             only=selected_tests(names),
-            extra=extra,
+            extra=history_args(tests_dir, no_cache, retries, baseline, fail_on) + extra,
             cache_dir=cache_dir(state_dir, out),
         )
     except NixtestError as exc:
@@ -276,9 +333,43 @@ def run(
 @main.command("list")
 @click.argument("packages", nargs=-1, shell_complete=complete_packages)
 @common_options
-def list_(packages: tuple[str, ...], set_spec: str, tests_dir: Path, out: Path, state: Path | None) -> None:
+@click.option(
+    "--changed",
+    is_flag=True,
+    help="only the tests a run would run (no recorded pass of the same inputs), and why",
+)
+@click.option(
+    "--timeout",
+    default=None,
+    envvar="NIXTEST_TIMEOUT",
+    type=float,
+    metavar="S",
+    help="with --changed: the run's --timeout (part of a test's inputs)",
+)
+def list_(
+    packages: tuple[str, ...],
+    set_spec: str,
+    tests_dir: Path,
+    out: Path,
+    state: Path | None,
+    changed: bool,
+    timeout: float | None,
+) -> None:
     """List packages and their tests, and the packages of the set that have none."""
     import shutil
+
+    if changed:
+        from nixtest.history.changed import changed_lines
+        from nixtest.profiles import default_state_dir
+
+        try:
+            lines = changed_lines(
+                tests_dir, packages, set_spec, state if state is not None else default_state_dir(), timeout
+            )
+        except NixtestError as exc:
+            _fail_usage(exc)
+        click.echo("\n".join(lines))
+        return
 
     from nixtest.interactive import listing_lines, make_listing
     from nixtest.packagesets import load_set
@@ -485,6 +576,38 @@ def rerun(out: Path, state: Path | None, verbose: int) -> None:
     except NixtestError as exc:
         _fail_usage(exc)
     sys.exit(run_pytest(args))
+
+
+@main.command()
+@click.argument("selection", required=False, metavar="[PKG | PKG::TEST]", shell_complete=complete_selection)
+@state_option
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1), help="how many")
+def history(selection: str | None, state: Path | None, limit: int) -> None:
+    """The recorded runs; or the outcomes of PKG's tests, or of PKG::TEST, with a flaky verdict.
+
+    Runs show their id (for --baseline), when, the set and tests folder,
+    counts and what was newly failing.  A test shows each result's run,
+    outcome, input key (shortened) and duration.
+    """
+    from nixtest.history import database_path
+    from nixtest.history.store import HistoryStore
+    from nixtest.history.views import runs_lines, test_lines
+    from nixtest.profiles import default_state_dir
+
+    path = database_path(state if state is not None else default_state_dir())
+    if not path.exists():
+        click.echo(f"nixtest: no history yet: {path} does not exist")
+        return
+    try:
+        store = HistoryStore(path)
+    except NixtestError as exc:
+        _stop(exc.message, EXIT_INTERNAL)
+    if selection is None:
+        lines = runs_lines(store, limit)
+    else:
+        package, _, test = selection.partition("::")
+        lines = test_lines(store, package, test or None, limit)
+    click.echo("\n".join(lines))
 
 
 # --- nixtest jobset (nixtest/jobset.py) ------------------------------------------

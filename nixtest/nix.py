@@ -366,6 +366,18 @@ class NixSet:
     def version(self, name: str) -> str:
         return self._get(name).version
 
+    #: a store path's hash covers everything it was built from: no walk of dependencies needed
+    identity_covers_dependencies = True
+
+    def package_identity(self, name: str) -> tuple[str, str]:
+        """The package's output store paths, from evaluation alone when the listing has them."""
+        self._get(name)
+        paths = sorted(path for path, attr in self._out_index().items() if attr == name)
+        if not paths:
+            paths = sorted(str(p) for p in self.outputs(name))  # a looked-up attribute: built
+        text = " ".join(paths)
+        return text, text
+
     def derivation_name(self, name: str) -> str:
         """The derivation's name, e.g. ``hello-2.12``."""
         return self._get(name).name

@@ -340,6 +340,11 @@ class DpkgSet:
     def version(self, name: str) -> str:
         return self._get(name).version
 
+    def package_identity(self, name: str) -> tuple[str, str]:
+        """(version, version:arch): what a result depends on (see nixtest.run.inputs)."""
+        package = self._get(name)
+        return package.version, f"{package.version}:{package.arch}"
+
     def dependencies(self, name: str) -> list[str]:
         """Depends and Pre-Depends, each ``a | b`` resolved to its first installed choice.
 
@@ -555,6 +560,15 @@ class PathSet:
         self._get(name)
         return ""
 
+    def package_identity(self, name: str) -> tuple[str, str]:
+        """(the program, the program with its size and time): a PATH program has no version."""
+        real = os.path.realpath(self._get(name))
+        try:
+            st = os.stat(real)
+        except OSError:
+            return real, real
+        return real, f"{real}:{st.st_size}:{st.st_mtime_ns}"
+
     def dependencies(self, name: str) -> list[str]:
         self._get(name)
         return []
@@ -709,6 +723,12 @@ class PrefixSet:
 
     def version(self, name: str) -> str:
         return self._get(name).version
+
+    def package_identity(self, name: str) -> tuple[str, str]:
+        """(version, version + prefix + depends): the entry as the YAML file gives it."""
+        entry = self._get(name)
+        full = f"{entry.version} at {entry.prefix}, depends: {','.join(sorted(entry.depends))}"
+        return entry.version, full
 
     def dependencies(self, name: str) -> list[str]:
         return sorted(set(self._get(name).depends) - {name})

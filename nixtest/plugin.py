@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from nixtest.definitions import DEFINITIONS_FILE
+from nixtest.definitions import DEFINITIONS_FILE, load_package
+from nixtest.errors import NixtestError
+from nixtest.history.compare import from_file as baseline_file
+from nixtest.history.session import FAIL_ON, HistorySession, parse_retries
 from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, AutopkgtestFolder, PackageFolder, PackageTest
 from nixtest.loop import RunLoop, parse_jobs
 from nixtest.results import RunSummary, TestResult
@@ -64,6 +67,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="print nixtest's header line (the nixtest command passes it with --no-header)",
     )
+    group.addoption(
+        "--nixtest-tests",
+        default=env("NIXTEST_TESTS") or None,
+        metavar="DIR",
+        help="the tests folder, as the history names runs (env NIXTEST_TESTS; default: from the arguments)",
+    )
+    group.addoption(
+        "--nixtest-no-cache",
+        action="store_true",
+        default=env("NIXTEST_NO_CACHE", "") not in ("", "0", "false", "no"),
+        help="run every test, also those with a recorded pass of the same inputs (env NIXTEST_NO_CACHE)",
+    )
+    group.addoption(
+        "--nixtest-retries",
+        default=env("NIXTEST_RETRIES", "0"),
+        metavar="N",
+        help="run a failing test up to N more times; a later pass is flaky (env NIXTEST_RETRIES)",
+    )
+    group.addoption(
+        "--nixtest-baseline",
+        default=env("NIXTEST_BASELINE") or None,
+        metavar="RUN|FILE",
+        help="compare with this run id, junit.xml or report.json (env NIXTEST_BASELINE; "
+        "default: the last run of the same set and tests folder)",
+    )
+    group.addoption(
+        "--nixtest-fail-on",
+        default=env("NIXTEST_FAIL_ON", "failures"),
+        metavar="WHAT",
+        help="exit 1 on any failure (failures), or only when a test is newly failing "
+        "(regressions) (env NIXTEST_FAIL_ON)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,9 +109,28 @@ def pytest_configure(config: pytest.Config) -> None:
     }
     if config.getoption("nixtest_state"):
         kwargs["state"] = Path(config.getoption("nixtest_state"))
-    config.stash[CONTEXT_KEY] = Context(**kwargs)
+    fail_on = config.getoption("nixtest_fail_on")
+    if fail_on not in FAIL_ON:
+        raise pytest.UsageError(f"--nixtest-fail-on: expected failures or regressions, got {fail_on!r}")
+    try:
+        kwargs["retries"] = parse_retries(config.getoption("nixtest_retries"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--nixtest-retries: {exc}") from None
+    baseline = config.getoption("nixtest_baseline")
+    if baseline and not (baseline.isdigit() and not os.path.exists(baseline)):
+        try:
+            baseline_file(Path(baseline))  # a file from elsewhere: read it now, not after the run
+        except NixtestError as exc:
+            raise pytest.UsageError(exc.message) from None
+    context = Context(**kwargs)
+    # the history is opened only once a package test asks for it: a pytest
+    # session without package tests never touches the state folder
+    history = HistorySession(context.state, context.set_spec, no_cache=config.getoption("nixtest_no_cache"))
+    context.cache = history.cache
+    context.no_cache_reason = "--no-cache" if history.no_cache else ""
+    config.stash[CONTEXT_KEY] = context
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(ResultCollector(config), "nixtest-results")
+        config.pluginmanager.register(ResultCollector(config, history), "nixtest-results")
         jobs = parse_jobs(str(config.getoption("nixtest_jobs")), "--nixtest-jobs")
         config.pluginmanager.register(RunLoop(jobs), "nixtest-loop")
 
@@ -161,8 +215,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class ResultCollector:
     """On the controller (also under pytest-xdist): gathers results, writes the reports."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, history: HistorySession) -> None:
         self.config = config
+        self.history = history
         self.results: dict[str, TestResult] = {}
         self.start = time.time()
         #: package tests were collected: the reports are written even if none finished
@@ -191,7 +246,11 @@ class ResultCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
             if key == RESULT_PROPERTY:
-                self.results[report.nodeid] = TestResult.from_json(str(value))
+                if report.when == "teardown":
+                    return  # the item's properties again: recorded at setup or call
+                result = TestResult.from_json(str(value))
+                self.results[report.nodeid] = result
+                self.history.add(result, self._tests_dir())
                 return
         if report.failed and report.nodeid not in self.results:
             self._lost(report)
@@ -217,6 +276,21 @@ class ResultCollector:
             wrapper=str(wrapper) if wrapper.is_file() else "",
             log_path=str(log) if log.is_file() else "",
         )
+        self.history.add(self.results[report.nodeid], self._tests_dir())
+
+    def _tests_dir(self) -> Path:
+        """The tests folder the history files this run under: --nixtest-tests, else the arguments'."""
+        given = self.config.getoption("nixtest_tests")
+        if given:
+            return Path(os.path.abspath(given))
+        folders = set()
+        for arg in self.config.args:
+            path = Path(os.path.abspath(self.config.invocation_params.dir / arg.partition("::")[0]))
+            # a package folder's tests folder is its parent
+            folders.add(path.parent if (path / DEFINITIONS_FILE).is_file() else path)
+        if len(folders) == 1:
+            return folders.pop()
+        return Path(os.path.commonpath(sorted(str(f) for f in folders))) if folders else self.config.rootpath
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -235,9 +309,48 @@ class ResultCollector:
             end=time.time(),
             interrupted=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop),
         )
-        write_reports(summary, context.out)
+        self.summary = summary
+        try:
+            # the comparison first: every report shows it
+            tests_dir = self._tests_dir()
+            baseline = self.config.getoption("nixtest_baseline")
+            self.history.finish(summary, tests_dir, baseline, _defined_tests(tests_dir))
+        finally:
+            write_reports(summary, context.out)
+        regressions_only = self.config.getoption("nixtest_fail_on") == "regressions"
+        if regressions_only and session.exitstatus == 1 and not summary.count_change("newly-failing"):
+            # as in Debian's migration: a test that failed before does not block
+            session.exitstatus = pytest.ExitCode.OK
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.results:
-            out = self.config.stash[CONTEXT_KEY].out
-            terminalreporter.write_line(f"nixtest: reports, logs and wrappers in {out}")
+    summary: RunSummary | None = None
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Any:
+        # a wrapper run first: its part after `yield` comes last, after pytest's short summary
+        try:
+            return (yield)
+        finally:
+            if self.results:
+                out = self.config.stash[CONTEXT_KEY].out
+                for line in self.history.terminal_lines(
+                    self.summary, self.config.getoption("nixtest_fail_on")
+                ):
+                    terminalreporter.write_line(line)
+                terminalreporter.write_line(f"nixtest: reports, logs and wrappers in {out}")
+
+
+def _defined_tests(tests_dir: Path) -> Any:
+    """Whether `pkg::test` is still defined under `tests_dir`: a baseline's test that is not was removed."""
+    known: dict[str, set[str]] = {}
+
+    def exists(nodeid: str) -> bool:
+        package, _, test = nodeid.partition("::")
+        if package not in known:
+            folder = tests_dir / package
+            names: set[str] = set()
+            if package and "/" not in package and (folder / DEFINITIONS_FILE).is_file():
+                names = {d.name for d in load_package(folder)}
+            known[package] = names
+        return test in known[package]
+
+    return exists

@@ -2,18 +2,26 @@
 
 Reporters read only these objects.  They travel from pytest-xdist workers to
 the controller as JSON (`to_json` / `from_json`), so every field is plain data.
+Persisted results (the history, `report.json`) carry `SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 #: "xfailed": an autopkgtest marked `flaky` that failed; it does not fail the run
 Outcome = Literal["passed", "failed", "error", "skipped", "xfailed"]
 Stream = Literal["stdout", "stderr"]
+
+#: The version of the persisted form of a result (history database, report.json);
+#: raised when a field changes meaning, so that an old record is read knowingly.
+SCHEMA_VERSION = 1
+
+#: A test's change against the baseline run, in Hydra's words ("" when not compared).
+CHANGES = ("newly-failing", "newly-succeeding", "still-failing", "still-succeeding", "new")
 
 #: What a result's output holds: (stream, text) chunks, in the order printed.
 Chunks = list[tuple[str, str]]
@@ -85,6 +93,26 @@ class TestResult:
     profile: str = ""
     #: facts the reports show as "name: value" (an autopkgtest's Depends, Restrictions...)
     properties: dict[str, str] = field(default_factory=dict)
+    #: the hash of everything the result depends on (see nixtest.run.inputs)
+    input_key: str = ""
+    #: what went into `input_key`, so that a later run can say what changed
+    inputs: dict[str, Any] = field(default_factory=dict)
+    #: every package of the test's closure -> its version (or store path)
+    packages: dict[str, str] = field(default_factory=dict)
+    #: a recorded pass with the same input key was reported instead of running
+    cached: bool = False
+    #: the run whose pass this cached result repeats
+    cached_from: str = ""
+    #: why the test ran rather than came from the cache ("" when no cache was asked)
+    reason: str = ""
+    #: how many times it ran (more than 1 with --retries)
+    attempts: int = 1
+    #: passed after failing, or passed and failed with the same input key
+    flaky: bool = False
+    #: one line per earlier attempt: "attempt 1: failed: ..."
+    earlier_attempts: list[str] = field(default_factory=list)
+    #: against the baseline: one of CHANGES, "" when there is none
+    change: str = ""
 
     @property
     def nodeid(self) -> str:
@@ -100,6 +128,11 @@ class TestResult:
             if step.outcome in ("failed", "error"):
                 return step
         return None
+
+    @property
+    def is_bad(self) -> bool:
+        """Failed or errored: what makes a run fail."""
+        return self.outcome in ("failed", "error")
 
     @property
     def rerun_lines(self) -> list[str]:
@@ -125,7 +158,9 @@ class TestResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
-        data = dict(data)
+        # a record written by another version may have fields this one does not know
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
         data["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
         data["output"] = [(str(s), str(t)) for s, t in data.get("output", [])]
         return cls(**data)
@@ -146,6 +181,12 @@ class RunSummary:
     end: float = 0.0
     #: True when the run was cut short (Ctrl-C, a crashed worker)
     interrupted: bool = False
+    #: the run's id in the history ("" when it has none)
+    run_id: str = ""
+    #: what the run was compared with: a run id or a file; None when nothing
+    baseline: str | None = None
+    #: tests of the baseline that no longer exist ("pkg::test")
+    removed: list[str] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -157,8 +198,14 @@ class RunSummary:
             packages.setdefault(result.package, []).append(result)
         return packages
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
+
+    def count_change(self, change: str) -> int:
+        """How many tests have `change` ("removed" counts the removed ones)."""
+        if change == "removed":
+            return len(self.removed)
+        return sum(1 for r in self.results if r.change == change)
 
     @property
     def any_failed(self) -> bool:

@@ -27,6 +27,8 @@ from nixtest.execution import run_supervised
 from nixtest.packagesets import PackageSet, load_set
 from nixtest.profiles import Profile, build_profile, default_state_dir
 from nixtest.results import Step, TestResult
+from nixtest.run.cache import CacheAnswer, ResultCache
+from nixtest.run.inputs import Inputs, inputs_of, timeout_of
 from nixtest.wrappers import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -49,6 +51,12 @@ class Context:
     #: overrides the default timeout of tests that do not set their own
     timeout: float | None = None
     python: str = sys.executable
+    #: where recorded passes come from (the history); None runs every test
+    cache: ResultCache | None = None
+    #: why tests run when there is no cache to ask (e.g. "--no-cache")
+    no_cache_reason: str = ""
+    #: --retries: how many more times a failing test runs
+    retries: int = 0
     _pset: PackageSet | None = None
     _profiles: dict[tuple[str, ...], Profile] = field(default_factory=dict)
     _scratch: Path | None = None
@@ -92,6 +100,8 @@ class Prepared:
     warnings: list[str]
     #: facts for the reports (an autopkgtest's Depends, Restrictions...)
     properties: dict[str, str] = field(default_factory=dict)
+    #: the input key and its parts (None if they could not be known)
+    inputs: Inputs | None = None
 
 
 def error_result(defn: Definition, message: str, wrapper: str = "") -> TestResult:
@@ -151,17 +161,75 @@ def _prepare(test: TestDef, ctx: Context) -> Prepared | TestResult:
             links[link.name] = profile_of(link.packages, f"symlinks.{link.name}").path
     plan = WrapperPlan(test=test, profile=profile.path, python=ctx.python, links=links)
     wrapper = write_wrapper(plan, ctx.out)
-    return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=warnings)
+    inputs = inputs_of(test, ctx.pset, ctx.timeout)
+    return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=warnings, inputs=inputs)
 
 
 def execute(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | None = None) -> TestResult:
-    """Runs a prepared test's wrapper and reads what it did.
+    """The test's result: a recorded pass from the cache, or its runs (with --retries).
 
     Safe on any thread (the scheduler runs several at once); `on_start` gets
-    the test's process group as soon as it runs.
+    the process group of each run as soon as it runs.
     """
     test = prepared.test
-    timeout = test.timeout if (test.timeout_set or ctx.timeout is None) else ctx.timeout
+    reason = ctx.no_cache_reason
+    if ctx.cache is not None and prepared.inputs is not None:
+        answer = ctx.cache.lookup(test, prepared.inputs)
+        if answer.result is not None:
+            return _from_cache(answer, prepared, ctx)
+        reason = answer.reason
+    result = _attempt(prepared, ctx, on_start)
+    earlier: list[str] = []
+    while result.is_bad and len(earlier) < ctx.retries:
+        line = f"attempt {len(earlier) + 1}: {result.outcome}: {result.message}"
+        if result.log_path and os.path.exists(result.log_path):
+            # each attempt's log is kept: the last one has the test's own name
+            kept = result.log_path[: -len(".log")] + f".attempt-{len(earlier) + 1}.log"
+            os.replace(result.log_path, kept)
+            line += f" (log: {kept})"
+        earlier.append(line)
+        result = _attempt(prepared, ctx, on_start)
+    result.attempts = len(earlier) + 1
+    result.earlier_attempts = earlier
+    result.flaky = bool(earlier) and result.outcome == "passed"
+    result.reason = reason
+    _add_inputs(result, prepared)
+    return result
+
+
+def _add_inputs(result: TestResult, prepared: Prepared) -> None:
+    if prepared.inputs is not None:
+        result.input_key = prepared.inputs.key
+        result.inputs = prepared.inputs.parts
+        result.packages = prepared.inputs.packages
+
+
+def _from_cache(answer: CacheAnswer, prepared: Prepared, ctx: Context) -> TestResult:
+    """The recorded pass, reported as this run's: its steps and log, today's wrapper."""
+    assert answer.result is not None
+    test = prepared.test
+    result = answer.result
+    log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
+    if answer.log is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_bytes(answer.log)
+    now = time.time()
+    result.start, result.end = now, now
+    result.cached, result.cached_from, result.reason = True, answer.run_id, answer.reason
+    result.wrapper = str(prepared.wrapper)
+    result.command = [str(prepared.wrapper)]
+    result.log_path = str(log_path) if log_path.exists() else ""
+    result.warnings = list(prepared.warnings)
+    result.profile = str(prepared.plan.profile)
+    result.attempts, result.earlier_attempts, result.flaky, result.change = 1, [], False, ""
+    _add_inputs(result, prepared)
+    return result
+
+
+def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] | None) -> TestResult:
+    """Runs a prepared test's wrapper once and reads what it did."""
+    test = prepared.test
+    timeout = timeout_of(test, ctx.timeout)
     # The working directory is made here, in our private scratch folder, and
     # removed here: also when the test is killed before it could clean up.
     # The wrapper prepares everything in it.

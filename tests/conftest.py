@@ -53,8 +53,14 @@ def shared_state() -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def nixtest_state(shared_state: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """NIXTEST_STATE for this test: a temporary folder, never the default one."""
+    """NIXTEST_STATE for this test: a temporary folder, never the default one.
+
+    The state folder (and so the run history) is shared by the whole session:
+    the cache is off unless a test asks for it (tests/test_history*.py do, each
+    with a state folder of its own), so that a test's runs really run.
+    """
     monkeypatch.setenv("NIXTEST_STATE", str(shared_state))
+    monkeypatch.setenv("NIXTEST_NO_CACHE", "1")
     return shared_state
 
 

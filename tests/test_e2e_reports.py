@@ -198,6 +198,8 @@ def clean_env(state: Path) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("NIXTEST_", "PYTEST_", "PYTHONBREAKPOINT"))
     }
     env["NIXTEST_STATE"] = str(state)
+    # the scenarios share a state folder: each runs its tests for real, none from the cache
+    env["NIXTEST_NO_CACHE"] = "1"
     return env
 
 

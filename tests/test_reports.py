@@ -7,6 +7,7 @@ Nix, Hydra and NixOS stylesheets, and Hydra's own rules for nix-support/.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -208,6 +209,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "nix-support/failed",
         "nix-support/hydra-build-products",
         "nix-support/hydra-metrics",
+        "report.json",
     ]
     assert all(p.is_file() for p in written)
     return out
@@ -705,6 +707,8 @@ def test_hydra_metrics(out: Path) -> None:
         "skipped": (N_SKIPPED, ""),
         "passed": (N_PASSED, ""),
         "duration": (3.5, "s"),
+        "cached": (0, ""),
+        "flaky": (0, ""),
         "package.alpha.duration": (0.5 + 2.0 + 2.125, "s"),
         "package.libxml__2.6.duration": (3.0, "s"),
     }
@@ -767,7 +771,7 @@ class _Boom:
 
 def test_reporters_are_named_and_distinct() -> None:
     names = [r.name for r in REPORTERS]
-    assert names == ["junit", "logxml", "loghtml", "nix-support"]
+    assert names == ["junit", "logxml", "loghtml", "report.json", "nix-support"]
 
 
 def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -789,7 +793,7 @@ def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
 
 def test_empty_run(tmp_path: Path) -> None:
     written = write_reports(RunSummary(start=0, end=0), tmp_path)
-    assert len(written) == 5  # no failed marker
+    assert len(written) == 6  # no failed marker
     assert ET.parse(tmp_path / "junit.xml").getroot().get("tests") == "0"
     assert ET.parse(tmp_path / "log.xml").getroot().tag == "logfile"
     _parse_html(tmp_path / "log.html")
@@ -810,3 +814,48 @@ def test_names_with_markup_are_escaped(tmp_path: Path) -> None:
     root = ET.parse(tmp_path / "log.xml").getroot()
     assert root.find("nest/head") is not None
     assert root.find("nest/head").text == f"package {clean_text(nasty)}"  # type: ignore[union-attr]
+
+
+def test_report_json_is_what_design_md_shows(out: Path) -> None:
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert set(data) >= {"run", "set", "baseline", "counts", "removed", "tests"}
+    assert set(data["counts"]) == {
+        "passed", "failed", "error", "skipped", "xfailed", "cached", "flaky",
+        "newly-failing", "newly-succeeding", "still-failing", "new", "removed",
+    }  # fmt: skip
+    assert data["counts"]["passed"] == N_PASSED and data["counts"]["failed"] == N_FAILED
+    assert data["baseline"] is None and data["removed"] == []
+    test = data["tests"][0]
+    assert set(test) == {
+        "id", "package", "test", "outcome", "message", "cached", "flaky", "attempts",
+        "change", "duration", "input", "packages", "log", "wrapper",
+    }  # fmt: skip
+    assert test["id"] == f"{test['package']}::{test['test']}"
+    # paths inside OUT are relative to it, as in DESIGN.md
+    assert any(t["log"] == "logs/alpha/version.log" for t in data["tests"])
+
+
+def test_comparison_and_flaky_tests_in_every_report(tmp_path: Path) -> None:
+    results = [
+        Result("pkg", "broke", outcome="failed", message="boom", start=0, end=1, change="newly-failing",
+               wrapper=str(tmp_path / "rerun/pkg/broke")),
+        Result("pkg", "wobbly", start=0, end=1, flaky=True, attempts=2, change="still-succeeding",
+               earlier_attempts=["attempt 1: failed: boom"], packages={"zlib1g": "1:1.3"}),
+        Result("pkg", "kept", start=0, end=1, cached=True, cached_from="3", change="new",
+               reason="passed in run 3 with the same inputs"),
+    ]  # fmt: skip
+    run = RunSummary(results=results, start=0, end=1, run_id="4", baseline="3", removed=["pkg::gone"])
+    write_reports(run, tmp_path)
+    metrics = _metrics(tmp_path)
+    assert metrics["newly-failing"] == (1, "") and metrics["removed"] == (1, "")
+    assert metrics["flaky"] == (1, "") and metrics["cached"] == (1, "")
+    html = (tmp_path / "log.html").read_text()
+    assert html.index("Compared with run 3") < html.index("package <span")
+    logxml = (tmp_path / "log.xml").read_text()
+    assert "compared with run 3: 1 newly failing" in logxml and "packages: zlib1g 1:1.3" in logxml
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["nixtest.change.pkg::broke"] == "newly-failing"
+    assert props["nixtest.newly-failing"] == "1" and props["nixtest.removed.tests"] == "pkg::gone"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counts"]["newly-failing"] == 1 and report["removed"] == ["pkg::gone"]

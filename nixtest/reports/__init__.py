@@ -8,6 +8,7 @@ Each reporter reads only a `RunSummary` and writes its files atomically::
     OUT/nix-support/hydra-build-products  nixsupport.NixSupportReporter
     OUT/nix-support/hydra-metrics             (the same)
     OUT/nix-support/failed                    (the same)
+    OUT/report.json                       reportjson.ReportJSONReporter
 
 OUT/logs/<package>/<test>.log is written by the executor, not here.
 """
@@ -47,6 +48,7 @@ from nixtest.reports.junit import JUnitReporter  # noqa: E402
 from nixtest.reports.loghtml import LogHTMLReporter  # noqa: E402
 from nixtest.reports.logxml import LogXMLReporter  # noqa: E402
 from nixtest.reports.nixsupport import NixSupportReporter  # noqa: E402
+from nixtest.reports.reportjson import ReportJSONReporter  # noqa: E402
 
 #: Every reporter, in the order they run.  nix-support comes last because
 #: hydra-build-products names only report files that exist.
@@ -54,6 +56,7 @@ REPORTERS: list[Reporter] = [
     JUnitReporter(),
     LogXMLReporter(),
     LogHTMLReporter(),
+    ReportJSONReporter(),
     NixSupportReporter(),
 ]
 
@@ -87,6 +90,7 @@ __all__ = [
     "LogXMLReporter",
     "NixSupportReporter",
     "ReportError",
+    "ReportJSONReporter",
     "Reporter",
     "write_reports",
 ]

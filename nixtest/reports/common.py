@@ -89,3 +89,82 @@ def relative_to_out(path: str, out: Path) -> str | None:
     if os.path.commonpath([absout, abspath]) != absout:
         return None
     return os.path.relpath(abspath, absout)
+
+
+def history_lines(result: TestResult) -> list[str]:
+    """What the history says of a result: cached, flaky, attempts, change, packages, input key."""
+    lines = []
+    if result.cached:
+        lines.append(f"cached: {result.reason or 'passed before with the same inputs'}")
+    if result.flaky:
+        lines.append(f"flaky: {flaky_note(result)}")
+    if result.attempts > 1:
+        lines.append(f"attempts: {result.attempts}")
+    lines.extend(f"earlier {line}" for line in result.earlier_attempts)
+    if result.change:
+        lines.append(f"change: {change_words(result.change)}")
+    if result.packages:
+        lines.append(
+            "packages: " + ", ".join(f"{n} {v}".rstrip() for n, v in sorted(result.packages.items()))
+        )
+    if result.input_key:
+        lines.append(f"input key: {result.input_key}")
+    return lines
+
+
+def flaky_note(result: TestResult) -> str:
+    if result.attempts > 1 and result.outcome == "passed":
+        return f"passed at attempt {result.attempts}"
+    return "passed and failed with the same inputs"
+
+
+def change_words(change: str) -> str:
+    """ "newly-failing" -> "newly failing"."""
+    return change.replace("-", " ")
+
+
+#: the changes of a comparison, in the order reports show them
+CHANGES = ("newly-failing", "newly-succeeding", "still-failing", "still-succeeding", "new")
+
+
+def suite_properties(run: RunSummary, package: str, results: list[TestResult]) -> list[tuple[str, str]]:
+    """A junit testsuite's properties: each test's change and flags; the run's on the first suite.
+
+    Names are unique in the whole document (some readers keep one property
+    table for every testsuite): the tests' are named by `pkg::test`.
+    """
+    props: list[tuple[str, str]] = []
+    first = min((r.package for r in run.results), default=package) == package
+    if first and run.run_id:
+        props.append(("nixtest.run", run.run_id))
+    if first and run.baseline is not None:
+        props.append(("nixtest.baseline", run.baseline))
+        for change in (*CHANGES, "removed"):
+            props.append((f"nixtest.{change}", str(run.count_change(change))))
+        props.append(("nixtest.removed.tests", " ".join(run.removed)))
+    for r in results:
+        if r.change:
+            props.append((f"nixtest.change.{r.nodeid}", r.change))
+        if r.cached:
+            props.append((f"nixtest.cached.{r.nodeid}", r.cached_from or "true"))
+        if r.flaky:
+            props.append((f"nixtest.flaky.{r.nodeid}", f"attempts {r.attempts}"))
+    return props
+
+
+def comparison_lines(run: RunSummary) -> list[str]:
+    """The comparison with the baseline in a few lines: counts, then the tests of each change."""
+    if run.baseline is None:
+        return []
+    label = f"run {run.baseline}" if run.baseline.isdigit() else run.baseline
+    words = [*CHANGES, "removed"]
+    lines = [
+        f"compared with {label}: " + ", ".join(f"{run.count_change(c)} {change_words(c)}" for c in words)
+    ]
+    for change in ("newly-failing", "still-failing", "newly-succeeding", "new"):
+        names = sorted(r.nodeid for r in run.results if r.change == change)
+        if names:
+            lines.append(f"{change_words(change)}: {', '.join(names)}")
+    if run.removed:
+        lines.append(f"removed: {', '.join(run.removed)}")
+    return lines

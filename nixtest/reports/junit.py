@@ -15,7 +15,15 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from nixtest.reports.common import known_log, log_path, outcome_label, step_lines, step_summary
+from nixtest.reports.common import (
+    history_lines,
+    known_log,
+    log_path,
+    outcome_label,
+    step_lines,
+    step_summary,
+    suite_properties,
+)
 from nixtest.reports.text import OUTPUT_LIMIT, atomic_write, clean_tail_chunks, clean_text, omission_note
 from nixtest.results import Chunks, RunSummary, Step, TestResult
 
@@ -102,6 +110,7 @@ def _system_out(result: TestResult, out: Path, stdout: str) -> str:
     if result.profile:
         lines.append(f"profile: {result.profile}")
     lines.extend(f"{name}: {value}" for name, value in result.properties.items())
+    lines.extend(history_lines(result))
     lines.extend(f"warning: {w}" for w in result.warnings)
     if result.steps:
         lines.append("steps:")
@@ -140,6 +149,26 @@ def _test_case(result: TestResult, out: Path) -> TestCase:
         reason = f"xfailed: {_message(result)}"
         case.add_skipped_info(reason, reason)
     return case
+
+
+def _add_attempts(root: ET.Element, run: RunSummary) -> None:
+    """Earlier attempts as Surefire's flakyFailure (a later pass) or rerunFailure (still failing).
+
+    One <testcase> per test whatever its attempts; the text of each says what
+    happened, and system-out tells them all too.
+    """
+    by_id = {(r.package, r.test): r for r in run.results}
+    for suite in root.iter("testsuite"):
+        for case in suite.findall("testcase"):
+            result = by_id.get((suite.get("name", ""), case.get("name", "")))
+            if result is None or not result.earlier_attempts:
+                continue
+            tag = "flakyFailure" if result.outcome == "passed" else "rerunFailure"
+            position = 0 if result.outcome == "passed" else 1  # after <failure>/<error>
+            for n, line in enumerate(result.earlier_attempts):
+                element = ET.Element(tag, {"type": "failure", "message": _xml_text(line)[:MESSAGE_LIMIT]})
+                element.text = _xml_text(line)
+                case.insert(position + n, element)
 
 
 def _time(value: float) -> str:
@@ -193,11 +222,14 @@ def render(run: RunSummary, out: Path) -> str:
                 name=_xml_text(package),
                 test_cases=[_test_case(r, out) for r in results],
                 hostname=_xml_text(hostname),
+                properties={_xml_text(k): _xml_text(v) for k, v in suite_properties(run, package, results)}
+                or None,
                 # the Ant format: local time, no time zone
                 timestamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             )
         )
     root = ET.fromstring(to_xml_report_string(suites, prettyprint=False))
+    _add_attempts(root, run)
     _fix_up(root, run)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -15,6 +15,9 @@ from itertools import groupby
 from pathlib import Path
 
 from nixtest.reports.common import (
+    CHANGES,
+    change_words,
+    history_lines,
     is_bad,
     known_log,
     log_path,
@@ -45,6 +48,9 @@ pre.rerun { background: #fff4e5; border-left: 3px solid #e09000; }
 pre .stderr { color: #a33; } pre .note { color: #666; font-style: italic; }
 .facts { margin: .2em 0 .2em 1.2em; font-family: monospace; font-size: .9em; }
 .warning { color: #8a6d00; }
+.flaky, .cached { font-size: .8em; border: 1px solid #999; border-radius: 3px; padding: 0 .3em; }
+.changes { border-left: 3px solid #999; padding-left: .8em; }
+.changes .newly-failing { color: #b00020; font-weight: 600; } .changes .newly-succeeding { color: #176f2c; }
 """
 
 #: nothing may be fetched or run, whatever ends up in the page
@@ -111,6 +117,12 @@ def _test(result: TestResult, out: Path, anchor: str) -> str:
         f'<summary><span class="badge {esc(outcome)}">{esc(outcome_label(result))}</span> '
         f'<span class="name">{esc(result.test)}</span> ({seconds(result.duration)} s)',
     ]
+    if result.cached:
+        parts.append(' <span class="cached">cached</span>')
+    if result.flaky:
+        parts.append(' <span class="flaky">flaky</span>')
+    if result.change and result.change != "still-succeeding":
+        parts.append(f' <span class="{esc(result.change)}">{esc(change_words(result.change))}</span>')
     if result.message and not bad:
         parts.append(f" — {esc(result.message)}")
     parts.append("</summary>\n")
@@ -120,6 +132,7 @@ def _test(result: TestResult, out: Path, anchor: str) -> str:
         parts.append(f'<pre class="rerun">{esc(chr(10).join(result.rerun_lines))}</pre>\n')
     parts.extend(f"<div>{esc(name)}: {esc(value)}</div>\n" for name, value in result.properties.items())
     parts.extend(f'<div class="warning">warning: {esc(w)}</div>\n' for w in result.warnings)
+    parts.append(_facts(history_lines(result)))
     parts.extend(_step(step, result, out) for step in result.steps)
     parts.append(_output(bounded_lines(result.output, log_path(result, out), result.output_dropped)))
     parts.append(_log_link(result, out))
@@ -142,6 +155,36 @@ def _summary(run: RunSummary) -> str:
     return text
 
 
+def _changes(run: RunSummary, anchors: dict[int, str]) -> str:
+    """The comparison with the baseline, at the top: newly failing first, with reproduce lines."""
+    if run.baseline is None:
+        return ""
+    label = f"run {run.baseline}" if run.baseline.isdigit() else run.baseline
+    counts = ", ".join(
+        f'<span class="{c}">{run.count_change(c)} {change_words(c)}</span>' for c in (*CHANGES, "removed")
+    )
+    parts = [f'<div class="changes"><p>Compared with {esc(label)}: {counts}</p>\n']
+    for change in ("newly-failing", "still-failing", "newly-succeeding", "new"):
+        tests = sorted((r for r in run.results if r.change == change), key=lambda r: r.nodeid)
+        if not tests:
+            continue
+        parts.append(f'<h2 class="{change}">{esc(change_words(change).capitalize())}</h2>\n<ul>\n')
+        for r in tests:
+            line = f'<li><a href="#{anchors[id(r)]}">{esc(r.nodeid)}</a>'
+            if r.is_bad:
+                line += f" — {esc(r.message)}"
+                if r.rerun_lines:
+                    line += f'<pre class="rerun">{esc(r.rerun_lines[0])}</pre>'
+            parts.append(line + "</li>\n")
+        parts.append("</ul>\n")
+    if run.removed:
+        parts.append("<h2>Removed</h2>\n<ul>\n")
+        parts.extend(f"<li>{esc(n)}</li>\n" for n in run.removed)
+        parts.append("</ul>\n")
+    parts.append("</div>\n")
+    return "".join(parts)
+
+
 def render(run: RunSummary, out: Path) -> str:
     """The whole log.html page."""
     packages = run.by_package()
@@ -156,6 +199,7 @@ def render(run: RunSummary, out: Path) -> str:
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
         "<h1>nixtest report</h1>\n",
         _summary(run),
+        _changes(run, anchors),
     ]
     if bad:
         parts.append('<h2 class="failed">Failed</h2>\n<ul>\n')

@@ -33,6 +33,8 @@ from xml.sax.saxutils import XMLGenerator
 from xml.sax.xmlreader import AttributesImpl
 
 from nixtest.reports.common import (
+    comparison_lines,
+    history_lines,
     is_bad,
     known_log,
     log_path,
@@ -141,6 +143,8 @@ def _write_test(log: _LogWriter, result: TestResult, out: Path) -> None:
             log.line(f"{name}: {value}")
         for warning in result.warnings:
             log.line(f"warning: {warning}", {"warning": "1"})
+        for fact in history_lines(result):
+            log.line(fact)
         if result.message:
             # the reason must be visible, and must open the nest in every stylesheet
             log.line(result.message, ERROR if bad else {})
@@ -169,6 +173,8 @@ def render(run: RunSummary, out: Path) -> str:
                 _write_test(log, result, out)
             duration = sum(r.duration for r in results)
             log.finished(f"{head}: {package_counts(results)}", duration)
+    for line in comparison_lines(run):
+        log.line(line, ERROR if line.startswith("newly failing") else {})
     if run.interrupted:
         log.line("the run was interrupted: not every test ran", {"warning": "1"})
     log.line(f"(finished: {run_counts(run)}, in {run.duration:.2f} seconds)")

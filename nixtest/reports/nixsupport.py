@@ -6,7 +6,9 @@
   following the line format of Hydra's C++ parser (build-result.cc); a
   product whose file is missing is left out.
 * hydra-metrics: `NAME VALUE [UNIT]` lines: tests, failures, errors, skipped,
-  passed, duration (s) and package.<name>.duration (s).
+  passed, duration (s), cached, flaky, the comparison with the baseline
+  (newly-failing, newly-succeeding, still-failing, still-succeeding, new,
+  removed; when there is one) and package.<name>.duration (s).
 * failed: exists exactly when a test failed or errored; a stale one from an
   earlier run into the same OUT is removed.
 """
@@ -89,7 +91,20 @@ def metrics(run: RunSummary) -> str:
         ("skipped", str(run.count("skipped")), ""),
         ("passed", str(run.count("passed")), ""),
         ("duration", f"{run.duration:.3f}", "s"),
+        ("cached", str(sum(1 for r in run.results if r.cached)), ""),
+        ("flaky", str(sum(1 for r in run.results if r.flaky)), ""),
     ]
+    if run.baseline is not None:
+        # the comparison with the baseline, in Hydra's words
+        for change in (
+            "newly-failing",
+            "newly-succeeding",
+            "still-failing",
+            "still-succeeding",
+            "new",
+            "removed",
+        ):
+            values.append((change, str(run.count_change(change)), ""))
     taken = {name for name, _, _ in values}
     for package, results in run.by_package().items():
         base = f"package.{metric_name(package)}"

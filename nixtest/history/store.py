@@ -1,0 +1,356 @@
+"""The history database: SQLite in the state folder.
+
+Several runs may write it at once, and a run may be killed at any point:
+
+* WAL journal: readers never block the writer, and a killed writer leaves the
+  database as it was before its last unfinished transaction;
+* every write is one short ``BEGIN IMMEDIATE`` transaction (a run records each
+  result as it arrives, so a killed run keeps what it finished);
+* a busy timeout: a writer waits for another instead of failing.
+
+The query API (`runs`, `last_run`, `run_results`, `test_results`,
+`results_with_key`, `result`, `log`) is what the cache, the comparison and the
+`nixtest history` views read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nixtest.errors import NixtestError
+from nixtest.results import SCHEMA_VERSION, TestResult
+
+#: how long a writer waits for another one before giving up (seconds)
+BUSY_TIMEOUT = 60.0
+
+#: a passing test's log is kept (compressed) for the cache up to this size
+LOG_LIMIT = 4 * 1024 * 1024
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    set_spec TEXT NOT NULL,
+    tests_dir TEXT NOT NULL,
+    start REAL NOT NULL,
+    end REAL,
+    command TEXT NOT NULL,
+    interrupted INTEGER NOT NULL DEFAULT 0,
+    baseline TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    set_spec TEXT NOT NULL,
+    package TEXT NOT NULL,
+    test TEXT NOT NULL,
+    input_key TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    cached INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    message TEXT NOT NULL,
+    change TEXT NOT NULL DEFAULT '',
+    packages TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    recorded REAL NOT NULL,
+    schema INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    log BLOB
+);
+CREATE INDEX IF NOT EXISTS results_test ON results (package, test, set_spec);
+CREATE INDEX IF NOT EXISTS results_key ON results (input_key);
+CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
+CREATE INDEX IF NOT EXISTS runs_where ON runs (set_spec, tests_dir);
+"""
+
+
+class HistoryError(NixtestError):
+    """The history database cannot be opened or written."""
+
+
+@dataclass
+class RunRecord:
+    id: int
+    set_spec: str
+    tests_dir: str
+    start: float
+    end: float | None
+    command: list[str]
+    interrupted: bool
+    baseline: str | None
+    #: outcome -> number of results, and "cached", "flaky", and each change
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ResultRecord:
+    id: int
+    run_id: int
+    set_spec: str
+    package: str
+    test: str
+    input_key: str
+    outcome: str
+    cached: bool
+    flaky: bool
+    attempts: int
+    duration: float
+    message: str
+    change: str
+    packages: dict[str, str]
+    inputs: dict[str, Any]
+    recorded: float
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.package}::{self.test}"
+
+    @property
+    def is_bad(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
+_RESULT_COLUMNS = (
+    "id, run_id, set_spec, package, test, input_key, outcome, cached, flaky, attempts, "
+    "duration, message, change, packages, inputs, recorded"
+)
+
+
+def _result_record(row: sqlite3.Row) -> ResultRecord:
+    return ResultRecord(
+        id=row["id"],
+        run_id=row["run_id"],
+        set_spec=row["set_spec"],
+        package=row["package"],
+        test=row["test"],
+        input_key=row["input_key"],
+        outcome=row["outcome"],
+        cached=bool(row["cached"]),
+        flaky=bool(row["flaky"]),
+        attempts=row["attempts"],
+        duration=row["duration"],
+        message=row["message"],
+        change=row["change"],
+        packages=json.loads(row["packages"]),
+        inputs=json.loads(row["inputs"]),
+        recorded=row["recorded"],
+    )
+
+
+class HistoryStore:
+    """One connection to the history database (one per process and thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: every transaction below is explicit
+            self._db = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise HistoryError(f"{self.path}: SQLite cannot use a WAL journal here ({mode})")
+            # WAL + NORMAL: a committed transaction survives a killed process
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._create()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot open the history {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise HistoryError(f"cannot open the history {self.path}: {exc.strerror or exc}") from exc
+
+    def _create(self) -> None:
+        with self._write() as db:
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise HistoryError(
+                    f"{self.path} was written by a newer nixtest (schema {row[0]}, this one reads "
+                    f"{SCHEMA_VERSION}): use another --state folder"
+                )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction: all of it is recorded, or none of it."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing ----------------------------------------------------------------
+
+    def begin_run(self, set_spec: str, tests_dir: str, command: list[str], start: float | None = None) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (set_spec, tests_dir, start, command) VALUES (?, ?, ?, ?)",
+                (set_spec, tests_dir, time.time() if start is None else start, json.dumps(command)),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(
+        self, run_id: int, *, interrupted: bool, baseline: str | None, end: float | None = None
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET end = ?, interrupted = ?, baseline = ? WHERE id = ?",
+                (time.time() if end is None else end, int(interrupted), baseline, run_id),
+            )
+
+    def add(self, run_id: int, set_spec: str, result: TestResult, log: bytes | None = None) -> int:
+        """Records one result (and, for a pass, its log, so that the cache can give it back)."""
+        blob = zlib.compress(log) if log is not None and len(log) <= LOG_LIMIT else None
+        data = result.to_dict()
+        data["schema"] = SCHEMA_VERSION
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO results (run_id, set_spec, package, test, input_key, outcome, cached, flaky, "
+                "attempts, duration, message, change, packages, inputs, recorded, schema, result, log) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    set_spec,
+                    result.package,
+                    result.test,
+                    result.input_key,
+                    result.outcome,
+                    int(result.cached),
+                    int(result.flaky),
+                    result.attempts,
+                    result.duration,
+                    result.message,
+                    result.change,
+                    json.dumps(result.packages),
+                    json.dumps(result.inputs),
+                    time.time(),
+                    SCHEMA_VERSION,
+                    json.dumps(data),
+                    blob,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def set_changes(self, run_id: int, changes: dict[str, str]) -> None:
+        """Each test's change against the run's baseline, once the run is compared."""
+        with self._write() as db:
+            for nodeid, change in changes.items():
+                package, _, test = nodeid.partition("::")
+                db.execute(
+                    "UPDATE results SET change = ? WHERE run_id = ? AND package = ? AND test = ?",
+                    (change, run_id, package, test),
+                )
+
+    # -- reading ----------------------------------------------------------------
+
+    def _run_record(self, row: sqlite3.Row) -> RunRecord:
+        counts: dict[str, int] = {}
+        for outcome, n in self._db.execute(
+            "SELECT outcome, count(*) FROM results WHERE run_id = ? GROUP BY outcome", (row["id"],)
+        ):
+            counts[outcome] = n
+        for column in ("cached", "flaky"):
+            counts[column] = self._db.execute(
+                f"SELECT count(*) FROM results WHERE run_id = ? AND {column}", (row["id"],)
+            ).fetchone()[0]
+        for change, n in self._db.execute(
+            "SELECT change, count(*) FROM results WHERE run_id = ? AND change != '' GROUP BY change",
+            (row["id"],),
+        ):
+            counts[change] = n
+        return RunRecord(
+            id=row["id"],
+            set_spec=row["set_spec"],
+            tests_dir=row["tests_dir"],
+            start=row["start"],
+            end=row["end"],
+            command=json.loads(row["command"]),
+            interrupted=bool(row["interrupted"]),
+            baseline=row["baseline"],
+            counts=counts,
+        )
+
+    def run(self, run_id: int) -> RunRecord | None:
+        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._run_record(row) if row is not None else None
+
+    def runs(
+        self, set_spec: str | None = None, tests_dir: str | None = None, limit: int = 20
+    ) -> list[RunRecord]:
+        """The most recent runs first (of one set and tests folder, if given)."""
+        where, args = self._where(set_spec=set_spec, tests_dir=tests_dir)
+        rows = self._db.execute(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [self._run_record(row) for row in rows.fetchall()]
+
+    def last_run(self, set_spec: str, tests_dir: str, before: int | None = None) -> RunRecord | None:
+        """The last finished run of this set and tests folder (before run `before`)."""
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE set_spec = ? AND tests_dir = ? AND end IS NOT NULL AND id < ? "
+            "ORDER BY id DESC LIMIT 1",
+            (set_spec, tests_dir, before if before is not None else 2**62),
+        ).fetchone()
+        return self._run_record(row) if row is not None else None
+
+    def run_results(self, run_id: int) -> list[ResultRecord]:
+        rows = self._db.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY package, test, id", (run_id,)
+        )
+        return [_result_record(row) for row in rows.fetchall()]
+
+    def test_results(
+        self, package: str, test: str | None = None, set_spec: str | None = None, limit: int = 20
+    ) -> list[ResultRecord]:
+        """The results of a test (or of every test of a package) across runs, the latest first."""
+        where, args = self._where(package=package, test=test, set_spec=set_spec)
+        rows = self._db.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+        )
+        return [_result_record(row) for row in rows.fetchall()]
+
+    def results_with_key(self, input_key: str) -> list[ResultRecord]:
+        """Every result recorded under one input key, the latest first."""
+        rows = self._db.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE input_key = ? ORDER BY id DESC", (input_key,)
+        )
+        return [_result_record(row) for row in rows.fetchall()]
+
+    def result(self, record_id: int) -> TestResult:
+        """The full recorded result (steps, output) of a record."""
+        row = self._db.execute("SELECT result FROM results WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"{self.path}: no result {record_id}")
+        return TestResult.from_json(row[0])
+
+    def log(self, record_id: int) -> bytes | None:
+        row = self._db.execute("SELECT log FROM results WHERE id = ?", (record_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return zlib.decompress(row[0])
+
+    @staticmethod
+    def _where(**conditions: str | None) -> tuple[str, tuple[str, ...]]:
+        used = {k: v for k, v in conditions.items() if v is not None}
+        if not used:
+            return "", ()
+        return "WHERE " + " AND ".join(f"{k} = ?" for k in used), tuple(used.values())

@@ -1,0 +1,226 @@
+"""The input key of a test: a hash of everything its result depends on.
+
+That is the definition and every file it names (script, skel, sources), the
+identity of every package in the test's closure (its profile packages and,
+transitively, what they depend on: dpkg name=version:arch, a prefix entry's
+version and depends, a Nix store path), the timeout, the environment (secrets
+by name only: their values are never read here) and nixtest's version.
+
+`Inputs.parts` keeps the pieces, so that a later run can say what changed
+(`changes`): "zlib1g 1:1.2.13 -> 1:1.3", "definition changed", ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from nixtest import __version__
+from nixtest.definitions import TestDef
+from nixtest.errors import UnknownPackage
+from nixtest.packagesets import PackageSet
+
+#: raised when the way the key is computed changes: old keys must not match new ones
+KEY_FORMAT = 1
+
+
+@runtime_checkable
+class IdentifiedSet(Protocol):
+    """A set that can name what a package is beyond its version (all of nixtest's sets)."""
+
+    def package_identity(self, name: str) -> tuple[str, str]:
+        """(shown, full): what reports show, and everything the key must cover."""
+        ...
+
+
+@dataclass(frozen=True)
+class Inputs:
+    key: str
+    #: definition, files, packages, shown, timeout, environment, nixtest (see `inputs_of`)
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def packages(self) -> dict[str, str]:
+        """Each package of the closure -> its version or store path, as reports show it."""
+        shown: dict[str, str] = self.parts.get("shown", {})
+        return dict(shown)
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tree(path: Path, label: str, into: dict[str, str]) -> None:
+    """Every file below `path` (or `path` itself) -> its content hash, under `label`."""
+    if path.is_symlink():
+        into[label] = "symlink:" + os.readlink(path)
+    elif path.is_dir():
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+        if not entries:
+            into[label + "/"] = "empty folder"
+        for entry in entries:
+            _tree(Path(entry.path), f"{label}/{entry.name}", into)
+    elif path.exists():
+        mode = "x" if os.access(path, os.X_OK) else "-"
+        into[label] = f"{mode}{_file_digest(path)}"
+    else:
+        into[label] = "missing"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def definition_parts(test: TestDef) -> dict[str, Any]:
+    """The definition as plain data, paths relative to its package folder.
+
+    Relative paths: moving the whole tests folder changes no key.
+    """
+    base = test.package_dir
+    data: dict[str, Any] = {}
+    for f in fields(test):
+        if f.name in ("file", "environment", "timeout", "timeout_set"):
+            continue
+        value = getattr(test, f.name)
+        data[f.name] = _plain(value, base)
+    return data
+
+
+def _plain(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return _relative(value, base)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, base) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name), base) for f in fields(value)}
+    return value
+
+
+def file_parts(test: TestDef) -> dict[str, str]:
+    """Every file the definition names -> its content hash (a changed skel file changes the key)."""
+    base = test.package_dir
+    found: dict[str, str] = {}
+    if test.script is not None:
+        _tree(test.script, _relative(test.script, base), found)
+    if test.skel is not None:
+        _tree(test.skel, _relative(test.skel, base), found)
+    for path in test.sources.values():
+        _tree(path, _relative(path, base), found)
+    for link in test.symlinks:
+        if link.path is not None and not link.path.is_absolute():
+            _tree(link.path, _relative(link.path, base), found)
+    return found
+
+
+def closure(pset: PackageSet, roots: set[str]) -> list[str]:
+    """`roots` and, transitively, what they depend on, sorted."""
+    if getattr(pset, "identity_covers_dependencies", False):
+        for name in roots:
+            if not pset.has(name):
+                raise UnknownPackage(name, pset.spec)
+        return sorted(roots)
+    seen: set[str] = set()
+    todo = sorted(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        if not pset.has(name):
+            raise UnknownPackage(name, pset.spec)
+        seen.add(name)
+        todo.extend(d for d in pset.dependencies(name) if d not in seen)
+    return sorted(seen)
+
+
+def package_identity(pset: PackageSet, name: str) -> tuple[str, str]:
+    if isinstance(pset, IdentifiedSet):
+        return pset.package_identity(name)
+    version = pset.version(name)
+    return version, version
+
+
+def timeout_of(test: TestDef, override: float | None) -> float:
+    """The timeout the test runs with: its own, else the run's, else the default."""
+    return test.timeout if (test.timeout_set or override is None) else override
+
+
+def inputs_of(test: TestDef, pset: PackageSet, timeout: float | None = None) -> Inputs:
+    """The test's input key and its parts.  `UnknownPackage` for a package not in the set."""
+    names = closure(pset, test.packages_needed() | {test.package})
+    full: dict[str, str] = {}
+    shown: dict[str, str] = {}
+    for name in names:
+        shown[name], full[name] = package_identity(pset, name)
+    parts: dict[str, Any] = {
+        "format": KEY_FORMAT,
+        "definition": _digest(definition_parts(test)),
+        "files": file_parts(test),
+        "packages": full,
+        "shown": shown,
+        "timeout": timeout_of(test, timeout),
+        # values, but of `environment` only: `secrets` are names in the definition
+        "environment": _digest(sorted(test.environment.items())),
+        "nixtest": __version__,
+    }
+    keyed = {k: v for k, v in parts.items() if k != "shown"}
+    return Inputs(key=_digest(keyed), parts=parts)
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the parts of two keys, one short phrase each."""
+    if not old:
+        return ["no recorded inputs"]
+    found: list[str] = []
+    if old.get("format") != new.get("format"):
+        return ["the input key's format changed"]
+    if old.get("nixtest") != new.get("nixtest"):
+        found.append(f"nixtest {old.get('nixtest')} -> {new.get('nixtest')}")
+    if old.get("definition") != new.get("definition"):
+        found.append("definition changed")
+    old_files: dict[str, str] = old.get("files", {})
+    new_files: dict[str, str] = new.get("files", {})
+    for name in sorted(set(old_files) | set(new_files)):
+        if name not in old_files:
+            found.append(f"{name} added")
+        elif name not in new_files:
+            found.append(f"{name} removed")
+        elif old_files[name] != new_files[name]:
+            found.append(f"{name} changed")
+    if old.get("environment") != new.get("environment"):
+        found.append("environment changed")
+    if old.get("timeout") != new.get("timeout"):
+        found.append(f"timeout {old.get('timeout')} -> {new.get('timeout')}")
+    old_full: dict[str, str] = old.get("packages", {})
+    new_full: dict[str, str] = new.get("packages", {})
+    old_shown: dict[str, str] = old.get("shown", {})
+    new_shown: dict[str, str] = new.get("shown", {})
+    for name in sorted(set(old_full) | set(new_full)):
+        if name not in old_full:
+            found.append(f"{name} {new_shown.get(name) or ''} added to the closure".replace("  ", " "))
+        elif name not in new_full:
+            found.append(f"{name} left the closure")
+        elif old_full[name] != new_full[name]:
+            before, after = old_shown.get(name, ""), new_shown.get(name, "")
+            if before != after:
+                found.append(f"{name} {before or '?'} -> {after or '?'}")
+            else:
+                found.append(f"{name} changed ({old_full[name]} -> {new_full[name]})")
+    return found or ["inputs changed"]

@@ -1,0 +1,284 @@
+"""The input key (nixtest.run.inputs) and the history database (nixtest.history.store).
+
+The key is computed from real package sets: the machine's dpkg database, a
+dpkg database written here (to upgrade a package), and prefix sets.  The
+store is the real SQLite file, written by several processes at once and by
+a process that is killed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import needs_dpkg
+
+from nixtest.definitions import TestDef as Definition
+from nixtest.history.cache import HistoryCache
+from nixtest.history.compare import Baseline, change_of, compare
+from nixtest.history.store import HistoryStore
+from nixtest.packagesets import DpkgSet, PrefixSet
+from nixtest.results import TestResult
+from nixtest.run.inputs import changes, inputs_of
+
+
+def make_def(package: str, tmp_path: Path, **kwargs: object) -> Definition:
+    folder = tmp_path / package
+    folder.mkdir(exist_ok=True)
+    fields: dict[str, object] = {"run": "true", "profile": (package,)}
+    fields.update(kwargs)
+    return Definition(package=package, name="t", file=folder / "tests.yaml", kind="run", **fields)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# the input key
+
+
+def _db(zlib_version: str) -> str:
+    rows = [
+        ["dpkg", "dpkg", "amd64", "1.21", "install ok installed", "", "", "", "dpkg"],
+        ["libc6:amd64", "libc6", "amd64", "2.36", "install ok installed", "", "", "", "glibc"],
+        [
+            "zlib1g:amd64",
+            "zlib1g",
+            "amd64",
+            zlib_version,
+            "install ok installed",
+            "",
+            "libc6 (>= 2.14)",
+            "",
+            "zlib",
+        ],
+        [
+            "libpng16-16:amd64",
+            "libpng16-16",
+            "amd64",
+            "1.6.39",
+            "install ok installed",
+            "libc6, zlib1g",
+            "",
+            "",
+            "libpng",
+        ],
+        [
+            "optipng",
+            "optipng",
+            "amd64",
+            "0.7",
+            "install ok installed",
+            "libpng16-16 (>= 1.6)",
+            "",
+            "",
+            "optipng",
+        ],
+        ["sed", "sed", "amd64", "4.9", "install ok installed", "", "libc6 (>= 2.34)", "", "sed"],
+    ]
+    return "\n".join("\t".join(r) for r in rows) + "\n"
+
+
+class FakeDpkg(DpkgSet):
+    """A dpkg database given as dpkg-query's output: here zlib1g can be upgraded."""
+
+    def __init__(self, zlib_version: str) -> None:
+        super().__init__("host")
+        self.text = _db(zlib_version)
+
+    def _query(self) -> str:
+        return self.text
+
+
+def test_a_dpkg_upgrade_changes_the_keys_of_the_closures_that_hold_it(tmp_path: Path) -> None:
+    optipng, sed = make_def("optipng", tmp_path), make_def("sed", tmp_path)
+    old, new = FakeDpkg("1:1.2.13"), FakeDpkg("1:1.3")
+    before, after = inputs_of(optipng, old), inputs_of(optipng, new)
+    # transitively: optipng -> libpng16-16 -> zlib1g (Depends), zlib1g -> libc6 (Pre-Depends)
+    assert before.packages == {
+        "libc6": "2.36",
+        "libpng16-16": "1.6.39",
+        "optipng": "0.7",
+        "zlib1g": "1:1.2.13",
+    }
+    assert before.parts["packages"]["zlib1g"] == "1:1.2.13:amd64"  # name=version:arch
+    assert before.key != after.key
+    assert changes(before.parts, after.parts) == ["zlib1g 1:1.2.13 -> 1:1.3"]
+    assert inputs_of(sed, old).key == inputs_of(sed, new).key
+
+
+@needs_dpkg
+def test_the_real_dpkg_closure_of_hello() -> None:
+    pset = DpkgSet()
+    if not pset.has("hello"):
+        pytest.skip("the hello package is not installed")
+    definition = Definition(
+        package="hello",
+        name="t",
+        file=Path("/nonexistent/hello/tests.yaml"),
+        kind="run",
+        run="hello",
+        profile=("hello",),
+    )
+    inputs = inputs_of(definition, pset)
+    assert "libc6" in inputs.packages  # Depends: libc6
+    assert inputs.parts["packages"]["hello"] == f"{pset.version('hello')}:{pset._get('hello').arch}"
+    assert inputs_of(definition, DpkgSet()).key == inputs.key  # the same machine, the same key
+
+
+def test_the_key_covers_timeout_environment_secrets_and_files_but_no_secret_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = tmp_path / "p"
+    prefix.mkdir()
+    (tmp_path / "set.yaml").write_text(f"pkg: {{prefix: {prefix}, version: '1'}}\n")
+    pset = PrefixSet(tmp_path / "set.yaml")
+    skel = tmp_path / "pkg" / "skel"
+    skel.mkdir(parents=True)
+    (skel / "a.txt").write_text("a")
+    base = make_def("pkg", tmp_path, skel=skel, secrets=("TOKEN",), environment={"X": "1"})
+    key = inputs_of(base, pset).key
+    monkeypatch.setenv("TOKEN", "one")
+    assert inputs_of(base, pset).key == key
+    monkeypatch.setenv("TOKEN", "two")
+    assert inputs_of(base, pset).key == key  # a secret counts by name only
+    assert "one" not in repr(inputs_of(base, pset).parts)
+    assert inputs_of(base, pset, timeout=5).key != key  # the run's --timeout for a test without one
+    assert (
+        inputs_of(make_def("pkg", tmp_path, skel=skel, secrets=("TOKEN",), environment={"X": "2"}), pset).key
+        != key
+    )
+    assert (
+        inputs_of(make_def("pkg", tmp_path, skel=skel, secrets=("OTHER",), environment={"X": "1"}), pset).key
+        != key
+    )
+    (skel / "a.txt").write_text("b")
+    changed = inputs_of(base, pset)
+    assert changed.key != key
+    assert changes(inputs_of(make_def("pkg", tmp_path, skel=skel), pset).parts, changed.parts)[:1] == [
+        "definition changed"
+    ]
+
+
+# ---------------------------------------------------------------------------
+# the store
+
+
+def result(package: str, test: str, outcome: str, key: str = "k", **kwargs: object) -> TestResult:
+    r = TestResult(package=package, test=test, outcome=outcome, input_key=key, **kwargs)  # type: ignore[arg-type]
+    r.end = r.start + 0.5
+    return r
+
+
+def test_the_query_api(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite")
+    one = store.begin_run("host", "/t", ["nixtest", "run"])
+    store.add(one, "host", result("a", "x", "passed", "k1"), b"the log")
+    store.add(one, "host", result("a", "y", "failed", "k2", message="boom"))
+    store.finish_run(one, interrupted=False, baseline=None)
+    two = store.begin_run("host", "/t", ["nixtest", "run"])
+    store.add(two, "host", result("a", "x", "passed", "k1", cached=True))
+    store.set_changes(two, {"a::x": "still-succeeding"})
+    store.finish_run(two, interrupted=True, baseline=str(one))
+    assert [r.id for r in store.runs()] == [two, one]
+    assert store.last_run("host", "/t").id == two  # type: ignore[union-attr]
+    assert store.last_run("host", "/t", before=two).id == one  # type: ignore[union-attr]
+    assert store.last_run("host", "/other") is None
+    assert store.run(two).interrupted and store.run(two).baseline == str(one)  # type: ignore[union-attr]
+    assert store.run(one).counts == {"passed": 1, "failed": 1, "cached": 0, "flaky": 0}  # type: ignore[union-attr]
+    assert [(r.run_id, r.cached, r.change) for r in store.test_results("a", "x")] == [
+        (two, True, "still-succeeding"),
+        (one, False, ""),
+    ]
+    first = store.test_results("a", "x")[-1]
+    assert store.log(first.id) == b"the log"
+    assert store.result(first.id).input_key == "k1"
+    assert [r.test for r in store.results_with_key("k2")] == ["y"]
+    assert {r.nodeid for r in store.run_results(one)} == {"a::x", "a::y"}
+
+
+def test_the_cache_gives_back_clean_passes_only(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite")
+    cache = HistoryCache(store, "host")
+    definition = make_def("a", tmp_path)
+    from nixtest.run.inputs import Inputs
+
+    run = store.begin_run("host", "/t", [])
+    store.add(run, "host", result("a", "t", "passed", "good"), b"log")
+    store.add(run, "host", result("a", "t", "failed", "bad"))
+    store.add(run, "host", result("a", "t", "passed", "retried", flaky=True, attempts=2))
+    store.add(run, "host", result("a", "t", "passed", "mixed"))
+    store.add(run, "host", result("a", "t", "failed", "mixed"))
+    store.add(run, "host", result("a", "t", "failed", "timedout", timed_out=True))
+    hit = cache.lookup(definition, Inputs("good"))
+    assert hit.result is not None and hit.log == b"log" and hit.run_id == str(run)
+    for key in ("bad", "retried", "mixed", "timedout", "never"):
+        assert cache.lookup(definition, Inputs(key)).result is None, key
+    assert cache.lookup(definition, Inputs("mixed")).reason == "flaky: passed and failed with these inputs"
+
+
+def test_change_words() -> None:
+    assert change_of(None, "failed") == "new"
+    assert change_of("passed", "failed") == "newly-failing"
+    assert change_of("error", "passed") == "newly-succeeding"
+    assert change_of("failed", "error") == "still-failing"
+    assert change_of("skipped", "passed") == "still-succeeding"
+    found, removed = compare(
+        [result("a", "x", "failed")],
+        Baseline("1", {"a::x": "passed", "a::gone": "passed", "a::kept": "failed"}),
+        exists=lambda n: n == "a::kept",
+    )
+    assert found == {"a::x": "newly-failing"} and removed == ["a::gone"]
+
+
+def _writer(path: str, run_id: int, n: int) -> None:
+    store = HistoryStore(path)
+    for i in range(n):
+        store.add(run_id, "host", result("p", f"t{i}", "passed", f"k{run_id}-{i}"), b"x" * 1000)
+
+
+def test_processes_writing_at_once_lose_no_record(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    store = HistoryStore(path)
+    runs = [store.begin_run("host", "/t", []) for _ in range(4)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), r, 50)) for r in runs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    for r in runs:
+        assert len(store.run_results(r)) == 50
+
+
+def _killed_writer(path: str, run_id: int) -> None:
+    store = HistoryStore(path)
+    i = 0
+    while True:
+        store.add(run_id, "host", result("p", f"t{i}", "passed", f"k{i}"), os.urandom(20000))
+        i += 1
+
+
+def test_a_killed_writer_leaves_a_consistent_database(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    store = HistoryStore(path)
+    run = store.begin_run("host", "/t", [])
+    proc = multiprocessing.get_context("spawn").Process(target=_killed_writer, args=(str(path), run))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while len(store.run_results(run)) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    recorded = store.run_results(run)
+    assert len(recorded) >= 20
+    # every recorded result is whole, its log too
+    assert all(len(store.log(r.id) or b"") == 20000 for r in recorded)
+    later = store.begin_run("host", "/t", [])
+    assert later > run
