@@ -19,23 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import nixtest_command, pids_matching, remove_tree, world_readable_dir
 
 #: seconds a whole run may take before the test gives up on it
 RUN_TIMEOUT = 180
 
-_HERE = Path(__file__).resolve()
-JUNIT_XSD = next(
-    (
-        p
-        for p in (
-            _HERE.parents[1].parent / "shared" / "reference" / "junit" / "jenkins-xunit-junit-10.xsd",
-            Path("/work/shared/reference/junit/jenkins-xunit-junit-10.xsd"),
-        )
-        if p.is_file()
-    ),
-    None,
-)
+#: in ../shared/reference/ (the `reference` fixture of the checkout's conftest.py)
+JUNIT_XSD = "junit/jenkins-xunit-junit-10.xsd"
 
 
 class Done:
@@ -365,9 +356,8 @@ def test_a_test_failing_every_other_attempt_is_flaky_under_retries(world: World)
     assert runs.stdout.splitlines()[0].startswith(f"run {passing.report['run']} ")
 
 
-def test_junit_validates_with_flaky_and_cached_tests(world: World) -> None:
-    if shutil.which("xmllint") is None or JUNIT_XSD is None:
-        pytest.fail("needs xmllint and the reference junit-10.xsd")
+@pytest.mark.tools("xmllint")
+def test_junit_validates_with_flaky_and_cached_tests(world: World, reference: Path) -> None:
     world.package("pkg", "1")
     flag = world.root / "flag"
     world.tests_of(
@@ -386,7 +376,9 @@ def test_junit_validates_with_flaky_and_cached_tests(world: World) -> None:
     assert tests["pkg::steady"]["cached"] and tests["pkg::wobbly"]["flaky"], done.text
     junit = done.out / "junit.xml"
     check = subprocess.run(
-        ["xmllint", "--noout", "--schema", str(JUNIT_XSD), str(junit)], capture_output=True, text=True
+        ["xmllint", "--noout", "--schema", str(reference / JUNIT_XSD), str(junit)],
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 0, check.stderr
     import xml.etree.ElementTree as ET

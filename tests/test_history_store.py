@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_dpkg
 
+from conftest import needs_dpkg
 from nixtest.definitions import TestDef as Definition
 from nixtest.history.cache import HistoryCache
 from nixtest.history.compare import Baseline, change_of, compare
