@@ -282,3 +282,45 @@ def test_a_killed_writer_leaves_a_consistent_database(tmp_path: Path) -> None:
     assert all(len(store.log(r.id) or b"") == 20000 for r in recorded)
     later = store.begin_run("host", "/t", [])
     assert later > run
+
+
+def _nix_set(folder: Path, greeting: str) -> Path:
+    file = folder / "default.nix"
+    file.write_text(
+        """
+        let
+          mk = name: script: derivation {
+            inherit name;
+            system = builtins.currentSystem;
+            builder = "/bin/sh";
+            args = [ "-c" script ];
+          };
+        in rec {
+          data = mk "data-1.0" "echo GREETING > $out";
+          hello = mk "hello-2.12" "echo ${data} > $out";
+          other = mk "other-1" "echo other > $out";
+        }
+        """.replace("GREETING", greeting)
+    )
+    return file
+
+
+@pytest.mark.nix
+def test_nix_store_paths_key_the_closure_without_building(tmp_path: Path) -> None:
+    from nixtest.nix import NixSet
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    hello, other = make_def("hello", tmp_path), make_def("other", tmp_path)
+    before = NixSet(_nix_set(folder, "hi"), state_dir=tmp_path / "state")
+    first = inputs_of(hello, before)
+    (path,) = first.packages.values()
+    assert path.startswith("/nix/store/") and path.endswith("-hello-2.12")
+    assert not os.path.exists(path)  # evaluated, not built
+    other_key = inputs_of(other, before).key
+    # a change deep in hello's closure gives hello another store path, and so another key
+    after = NixSet(_nix_set(folder, "hello"), state_dir=tmp_path / "state")
+    second = inputs_of(hello, after)
+    assert second.key != first.key
+    assert changes(first.parts, second.parts) == [f"hello {path} -> {second.packages['hello']}"]
+    assert inputs_of(other, after).key == other_key

@@ -59,7 +59,7 @@ def verdict(records: list[ResultRecord]) -> str:
         return "failing"
     if not any(r.is_bad for r in records):
         return "stable"
-    return "not flaky: it failed only with other inputs"
+    return "not flaky: each input key gave one outcome"
 
 
 def test_lines(store: HistoryStore, package: str, test: str | None, limit: int = 20) -> list[str]:
