@@ -444,7 +444,18 @@ def test_a_module_that_finds_no_test_and_an_empty_imports_are_errors(world: Worl
 
 
 def _start(world: World, out: Path) -> subprocess.Popen[str]:
-    args = ["run", "--tests", str(world.tests), "--set", f"prefix:{world.set_file}", "--out", str(out)]
+    # one at a time: the fast test has ended when the slow one starts
+    args = [
+        "run",
+        "--tests",
+        str(world.tests),
+        "--set",
+        f"prefix:{world.set_file}",
+        "--out",
+        str(out),
+        "-j",
+        "1",
+    ]
     return subprocess.Popen(
         nixtest_command(*args),
         env=world.env(),

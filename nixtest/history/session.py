@@ -7,6 +7,7 @@ comparison, with one warning, not the run.
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,7 @@ class HistorySession:
         self._store: HistoryStore | None = None
         self._failed = False
         self._recorder: HistoryRecorder | None = None
+        self._lock = threading.Lock()
         #: the cache to inject into the run context (None with --no-cache)
         self.cache = None if no_cache else _LazyCache(self)
         self.errors: list[str] = []
@@ -68,6 +70,10 @@ class HistorySession:
         print(f"nixtest: warning: {message}", file=sys.stderr)
 
     def store(self) -> HistoryStore | None:
+        with self._lock:  # the scheduler's threads look up the cache at once
+            return self._open()
+
+    def _open(self) -> HistoryStore | None:
         if self._store is None and not self._failed:
             try:
                 self._store = HistoryStore(self.path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -152,6 +153,7 @@ class HistoryStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: every transaction below is explicit
@@ -188,14 +190,24 @@ class HistoryStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction: all of it is recorded, or none of it."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        # one connection, used by the scheduler's threads too: one statement at a time
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _row(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
 
     def close(self) -> None:
         self._db.close()
@@ -266,15 +278,15 @@ class HistoryStore:
 
     def _run_record(self, row: sqlite3.Row) -> RunRecord:
         counts: dict[str, int] = {}
-        for outcome, n in self._db.execute(
+        for outcome, n in self._rows(
             "SELECT outcome, count(*) FROM results WHERE run_id = ? GROUP BY outcome", (row["id"],)
         ):
             counts[outcome] = n
         for column in ("cached", "flaky"):
-            counts[column] = self._db.execute(
+            counts[column] = self._rows(
                 f"SELECT count(*) FROM results WHERE run_id = ? AND {column}", (row["id"],)
-            ).fetchone()[0]
-        for change, n in self._db.execute(
+            )[0][0]
+        for change, n in self._rows(
             "SELECT change, count(*) FROM results WHERE run_id = ? AND change != '' GROUP BY change",
             (row["id"],),
         ):
@@ -292,7 +304,7 @@ class HistoryStore:
         )
 
     def run(self, run_id: int) -> RunRecord | None:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = self._row("SELECT * FROM runs WHERE id = ?", (run_id,))
         return self._run_record(row) if row is not None else None
 
     def runs(
@@ -300,50 +312,50 @@ class HistoryStore:
     ) -> list[RunRecord]:
         """The most recent runs first (of one set and tests folder, if given)."""
         where, args = self._where(set_spec=set_spec, tests_dir=tests_dir)
-        rows = self._db.execute(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [self._run_record(row) for row in rows.fetchall()]
+        rows = self._rows(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [self._run_record(row) for row in rows]
 
     def last_run(self, set_spec: str, tests_dir: str, before: int | None = None) -> RunRecord | None:
         """The last finished run of this set and tests folder (before run `before`)."""
-        row = self._db.execute(
+        row = self._row(
             "SELECT * FROM runs WHERE set_spec = ? AND tests_dir = ? AND end IS NOT NULL AND id < ? "
             "ORDER BY id DESC LIMIT 1",
             (set_spec, tests_dir, before if before is not None else 2**62),
-        ).fetchone()
+        )
         return self._run_record(row) if row is not None else None
 
     def run_results(self, run_id: int) -> list[ResultRecord]:
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY package, test, id", (run_id,)
         )
-        return [_result_record(row) for row in rows.fetchall()]
+        return [_result_record(row) for row in rows]
 
     def test_results(
         self, package: str, test: str | None = None, set_spec: str | None = None, limit: int = 20
     ) -> list[ResultRecord]:
         """The results of a test (or of every test of a package) across runs, the latest first."""
         where, args = self._where(package=package, test=test, set_spec=set_spec)
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT {_RESULT_COLUMNS} FROM results {where} ORDER BY id DESC LIMIT ?", (*args, limit)
         )
-        return [_result_record(row) for row in rows.fetchall()]
+        return [_result_record(row) for row in rows]
 
     def results_with_key(self, input_key: str) -> list[ResultRecord]:
         """Every result recorded under one input key, the latest first."""
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT {_RESULT_COLUMNS} FROM results WHERE input_key = ? ORDER BY id DESC", (input_key,)
         )
-        return [_result_record(row) for row in rows.fetchall()]
+        return [_result_record(row) for row in rows]
 
     def result(self, record_id: int) -> TestResult:
         """The full recorded result (steps, output) of a record."""
-        row = self._db.execute("SELECT result FROM results WHERE id = ?", (record_id,)).fetchone()
+        row = self._row("SELECT result FROM results WHERE id = ?", (record_id,))
         if row is None:
             raise HistoryError(f"{self.path}: no result {record_id}")
         return TestResult.from_json(row[0])
 
     def log(self, record_id: int) -> bytes | None:
-        row = self._db.execute("SELECT log FROM results WHERE id = ?", (record_id,)).fetchone()
+        row = self._row("SELECT log FROM results WHERE id = ?", (record_id,))
         if row is None or row[0] is None:
             return None
         return zlib.decompress(row[0])
