@@ -336,6 +336,7 @@ def run(
 @click.option(
     "--changed",
     is_flag=True,
+    envvar="NIXTEST_CHANGED",
     help="only the tests a run would run (no recorded pass of the same inputs), and why",
 )
 @click.option(
@@ -581,7 +582,15 @@ def rerun(out: Path, state: Path | None, verbose: int) -> None:
 @main.command()
 @click.argument("selection", required=False, metavar="[PKG | PKG::TEST]", shell_complete=complete_selection)
 @state_option
-@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1), help="how many")
+@click.option(
+    "-n",
+    "--limit",
+    default=20,
+    envvar="NIXTEST_LIMIT",
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="how many runs (or results) to show",
+)
 def history(selection: str | None, state: Path | None, limit: int) -> None:
     """The recorded runs; or the outcomes of PKG's tests, or of PKG::TEST, with a flaky verdict.
 

@@ -161,7 +161,7 @@ def _prepare(test: TestDef, ctx: Context) -> Prepared | TestResult:
             links[link.name] = profile_of(link.packages, f"symlinks.{link.name}").path
     plan = WrapperPlan(test=test, profile=profile.path, python=ctx.python, links=links)
     wrapper = write_wrapper(plan, ctx.out)
-    inputs = inputs_of(test, ctx.pset, ctx.timeout)
+    inputs = inputs_of(test, ctx.pset, ctx.timeout, ctx.python)
     return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=warnings, inputs=inputs)
 
 

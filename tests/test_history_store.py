@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from nixtest.run.inputs import changes, inputs_of
 def make_def(package: str, tmp_path: Path, **kwargs: object) -> Definition:
     folder = tmp_path / package
     folder.mkdir(exist_ok=True)
-    fields: dict[str, object] = {"run": "true", "profile": (package,)}
+    fields: dict[str, object] = {"kind": "run", "run": "true", "profile": (package,)}
     fields.update(kwargs)
-    return Definition(package=package, name="t", file=folder / "tests.yaml", kind="run", **fields)  # type: ignore[arg-type]
+    return Definition(package=package, name="t", file=folder / "tests.yaml", **fields)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------
@@ -324,3 +325,21 @@ def test_nix_store_paths_key_the_closure_without_building(tmp_path: Path) -> Non
     assert second.key != first.key
     assert changes(first.parts, second.parts) == [f"hello {path} -> {second.packages['hello']}"]
     assert inputs_of(other, after).key == other_key
+
+
+def test_the_interpreter_is_an_input_of_python_code_only(tmp_path: Path) -> None:
+    prefix = tmp_path / "p"
+    prefix.mkdir()
+    (tmp_path / "set.yaml").write_text(f"pkg: {{prefix: {prefix}, version: '1'}}\n")
+    pset = PrefixSet(tmp_path / "set.yaml")
+    script = tmp_path / "pkg" / "check.py"
+    script.parent.mkdir()
+    script.write_text("print('hi')\n")
+    classic = make_def("pkg", tmp_path, kind="classic", run=None, script=script)
+    run = make_def("pkg", tmp_path)
+    other = "/bin/sh"  # any other real file stands for another interpreter
+    assert inputs_of(classic, pset, python=other).key != inputs_of(classic, pset).key
+    assert inputs_of(run, pset, python=other).key == inputs_of(run, pset).key
+    assert changes(inputs_of(classic, pset).parts, inputs_of(classic, pset, python=other).parts) == [
+        f"python {os.path.realpath(sys.executable)} -> {os.path.realpath(other)}"
+    ]

@@ -4,7 +4,8 @@ That is the definition and every file it names (script, skel, sources), the
 identity of every package in the test's closure (its profile packages and,
 transitively, what they depend on: dpkg name=version:arch, a prefix entry's
 version and depends, a Nix store path), the timeout, the environment (secrets
-by name only: their values are never read here) and nixtest's version.
+by name only: their values are never read here), nixtest's version and, for a
+classic script or a pytest module, the Python interpreter its code runs in.
 
 `Inputs.parts` keeps the pieces, so that a later run can say what changed
 (`changes`): "zlib1g 1:1.2.13 -> 1:1.3", "definition changed", ...
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -162,8 +164,14 @@ def timeout_of(test: TestDef, override: float | None) -> float:
     return test.timeout if (test.timeout_set or override is None) else override
 
 
-def inputs_of(test: TestDef, pset: PackageSet, timeout: float | None = None) -> Inputs:
-    """The test's input key and its parts.  `UnknownPackage` for a package not in the set."""
+def inputs_of(
+    test: TestDef, pset: PackageSet, timeout: float | None = None, python: str = sys.executable
+) -> Inputs:
+    """The test's input key and its parts.  `UnknownPackage` for a package not in the set.
+
+    `python` is the interpreter a classic script or a pytest module runs in
+    (the run context's): its code runs there, so another one is another input.
+    """
     names = closure(pset, test.packages_needed() | {test.package})
     full: dict[str, str] = {}
     shown: dict[str, str] = {}
@@ -179,6 +187,7 @@ def inputs_of(test: TestDef, pset: PackageSet, timeout: float | None = None) -> 
         # values, but of `environment` only: `secrets` are names in the definition
         "environment": _digest(sorted(test.environment.items())),
         "nixtest": __version__,
+        "python": os.path.realpath(python) if test.kind in ("classic", "pytest") else "",
     }
     keyed = {k: v for k, v in parts.items() if k != "shown"}
     return Inputs(key=_digest(keyed), parts=parts)
@@ -204,6 +213,8 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             found.append(f"{name} removed")
         elif old_files[name] != new_files[name]:
             found.append(f"{name} changed")
+    if old.get("python") != new.get("python"):
+        found.append(f"python {old.get('python') or '-'} -> {new.get('python') or '-'}")
     if old.get("environment") != new.get("environment"):
         found.append("environment changed")
     if old.get("timeout") != new.get("timeout"):
