@@ -144,9 +144,12 @@ def test_lf_reruns_the_same_tests_as_a_serial_run(suite: Suite) -> None:
 
 
 def normalized_junit(out: Path) -> str:
-    """junit.xml without what differs from run to run: times, timestamps, the host."""
+    """junit.xml without what differs from run to run: times, timestamps, the host, and the
+    history's view (the run's id, the comparison with the run before)."""
     text = (out / "junit.xml").read_text()
     text = re.sub(r' (time|timestamp|hostname)="[^"]*"', "", text)
+    text = re.sub(r"\s*<properties>.*?</properties>", "", text, flags=re.S)
+    text = re.sub(r"\nchange: [^\n]*", "", text)
     return re.sub(r"\b\d+\.\d+ ?s\b", "N s", text)
 
 
