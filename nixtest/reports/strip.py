@@ -1,0 +1,103 @@
+"""A test's last outcomes as a strip of small boxes, as Hydra shows a job's history.
+
+One box per recorded result, oldest first, this run's last.  Its colour and
+letter say the outcome (a letter too, so that the strip reads without colour),
+a ring marks a flaky result, a dashed border a cached one; its title says the
+run, when, the outcome and the message; a box whose log is kept links to it.
+Used by log.html (each test's strip) and by `nixtest history --html` (every
+test's strip across runs).  No script: plain links and inline style, so the
+pages keep their Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import html
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+#: how many outcomes a strip shows, as Hydra's job page
+STRIP_LENGTH = 20
+
+#: outcome -> the letter in its box
+LETTERS = {"passed": "✓", "failed": "✗", "error": "E", "skipped": "s", "xfailed": "x"}
+
+CSS = """
+.strip { display: inline-flex; gap: 2px; vertical-align: middle; margin-left: .6em; }
+.strip .cell { display: inline-block; width: 1.15em; height: 1.15em; line-height: 1.15em;
+  text-align: center; font-size: .75em; font-weight: 700; color: #fff; border-radius: 2px;
+  text-decoration: none; border: 1px solid transparent; }
+.strip .cell.passed { background: #2e8b3d; } .strip .cell.failed { background: #c62828; }
+.strip .cell.error { background: #6a1b9a; } .strip .cell.skipped { background: #9e9e9e; }
+.strip .cell.xfailed { background: #b08900; }
+.strip .cell.flaky { box-shadow: 0 0 0 2px #ff9800; }
+.strip .cell.cached { border: 1px dashed #222; opacity: .75; }
+.strip .cell.current { outline: 2px solid #222; outline-offset: 1px; }
+.strip a.cell:hover { filter: brightness(1.25); }
+"""
+
+
+@dataclass
+class Cell:
+    """One recorded result of a test, as its strip shows it."""
+
+    run: str
+    outcome: str
+    when: float
+    duration: float = 0.0
+    message: str = ""
+    flaky: bool = False
+    cached: bool = False
+    #: the log's address relative to the page, or "" when no log is kept
+    log: str = ""
+    #: the result of the run the page is about
+    current: bool = False
+
+    @property
+    def bad(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def cell_title(cell: Cell) -> str:
+    when = datetime.fromtimestamp(cell.when).strftime("%Y-%m-%d %H:%M")
+    marks = [
+        m for m, on in (("flaky", cell.flaky), ("cached", cell.cached), ("this run", cell.current)) if on
+    ]
+    title = f"run {cell.run}, {when}: {cell.outcome}"
+    if marks:
+        title += f" ({', '.join(marks)})"
+    title += f", {cell.duration:.2f} s"
+    if cell.message and cell.bad:
+        title += f" — {cell.message[:200]}"
+    return title
+
+
+def strip_html(cells: Sequence[Cell]) -> str:
+    """The strip of the last STRIP_LENGTH cells (oldest first)."""
+    shown = list(cells)[-STRIP_LENGTH:]
+    if not shown:
+        return ""
+    parts = [f'<span class="strip" title="the last {len(shown)} results, oldest first">']
+    for cell in shown:
+        classes = " ".join(
+            ["cell", cell.outcome if cell.outcome in LETTERS else "error"]
+            + [
+                m
+                for m, on in (("flaky", cell.flaky), ("cached", cell.cached), ("current", cell.current))
+                if on
+            ]
+        )
+        letter = LETTERS.get(cell.outcome, "?")
+        attrs = f'class="{classes}" title="{_esc(cell_title(cell))}" data-run="{_esc(cell.run)}"'
+        if cell.log:
+            href = urllib.parse.quote(cell.log)
+            parts.append(f'<a {attrs} href="{_esc(href)}">{letter}</a>')
+        else:
+            parts.append(f"<span {attrs}>{letter}</span>")
+    parts.append("</span>")
+    return "".join(parts)
