@@ -591,12 +591,23 @@ def rerun(out: Path, state: Path | None, verbose: int) -> None:
     type=click.IntRange(min=1),
     help="how many runs (or results) to show",
 )
-def history(selection: str | None, state: Path | None, limit: int) -> None:
+@click.option(
+    "--html",
+    "html_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="write the runs and every test's last outcomes (a strip, linking to the logs) to FILE",
+)
+def history(selection: str | None, state: Path | None, limit: int, html_file: Path | None) -> None:
     """The recorded runs; or the outcomes of PKG's tests, or of PKG::TEST, with a flaky verdict.
 
     Runs show their id (for --baseline), when, the set and tests folder,
     counts and what was newly failing.  A test shows each result's run,
-    outcome, input key (shortened) and duration.
+    outcome, input key (shortened) and duration.  With --html FILE, the
+    same view as a page: the last run's changes (newly failing first), the
+    runs, and each test's last outcomes as a strip; the logs of earlier
+    failed and flaky results go to a folder beside FILE.
     """
     from nixtest.history import database_path
     from nixtest.history.store import HistoryStore
@@ -611,6 +622,17 @@ def history(selection: str | None, state: Path | None, limit: int) -> None:
         store = HistoryStore(path)
     except NixtestError as exc:
         _stop(exc.message, EXIT_INTERNAL)
+    if html_file is not None:
+        from nixtest.history.strips import write_history_page
+
+        if selection is not None:
+            _stop("--html shows every test: name no PKG or PKG::TEST with it", EXIT_USAGE)
+        try:
+            written = write_history_page(store, html_file, limit)
+        except OSError as exc:
+            _stop(f"cannot write {html_file}: {exc.strerror or exc}", EXIT_INTERNAL)
+        click.echo(f"nixtest history: wrote {written}")
+        return
     if selection is None:
         lines = runs_lines(store, limit)
     else:

@@ -315,6 +315,7 @@ class ResultCollector:
             tests_dir = self._tests_dir()
             baseline = self.config.getoption("nixtest_baseline")
             self.history.finish(summary, tests_dir, baseline, _defined_tests(tests_dir))
+            self.history.attach_strips(summary, context.out)
         finally:
             write_reports(summary, context.out)
         regressions_only = self.config.getoption("nixtest_fail_on") == "regressions"

@@ -171,6 +171,27 @@ class TestResult:
 
 
 @dataclass
+class HistoryCell:
+    """One recorded result of a test, as the history strip of log.html shows it (reports/strip.py)."""
+
+    run: str
+    outcome: str
+    when: float
+    duration: float = 0.0
+    message: str = ""
+    flaky: bool = False
+    cached: bool = False
+    #: the log's address relative to the page, or "" when no log is kept
+    log: str = ""
+    #: the result of the run the page is about
+    current: bool = False
+
+    @property
+    def bad(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
+@dataclass
 class RunSummary:
     """A whole run, as the reporters see it."""
 
@@ -187,6 +208,8 @@ class RunSummary:
     baseline: str | None = None
     #: tests of the baseline that no longer exist ("pkg::test")
     removed: list[str] = field(default_factory=list)
+    #: each test's last recorded results ("pkg::test" -> oldest first), from the history
+    strips: dict[str, list[HistoryCell]] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:

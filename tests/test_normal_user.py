@@ -239,3 +239,20 @@ def test_shell_as_nobody_is_in_the_tests_environment(home: Home, failing: Path) 
     assert done.returncode == 3, done.stdout + done.stderr
     assert "user=nobody" in done.stdout
     assert f"{home.path}/.cache/nixtest/profiles/" in done.stdout
+
+
+def test_history_as_nobody_from_the_users_cache(home: Home, failing: Path) -> None:
+    # the runs above (the bundled tests, the failure, its rerun) are nobody's history
+    runs = home.run(f"{home.venv}/bin/nixtest history")
+    assert runs.returncode == 0, runs.stdout + runs.stderr
+    assert len([line for line in runs.stdout.splitlines() if line.startswith("run ")]) >= 3, runs.stdout
+    test = home.run(f"{home.venv}/bin/nixtest history hello::greeting")
+    assert test.returncode == 0 and "hello::greeting: failing" in test.stdout, test.stdout + test.stderr
+    page = home.path / "history.html"
+    done = home.run(f"{home.venv}/bin/nixtest history --html {page}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert page.stat().st_uid == _nobody()[0]
+    text = page.read_text(encoding="utf-8")
+    assert "hello::greeting" in text and 'class="strip"' in text
+    assert (home.path / ".cache" / "nixtest" / "history.sqlite").is_file()
+

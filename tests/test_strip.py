@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from nixtest.reports.historyhtml import RunRow, HistoryRow, render_history
+from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
 from nixtest.reports.strip import STRIP_LENGTH, Cell, strip_html
 
 lxml_html = pytest.importorskip("lxml.html")

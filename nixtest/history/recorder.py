@@ -45,8 +45,10 @@ class HistoryRecorder:
                 failed = result.is_bad or any(r.is_bad for r in earlier)
                 if (passed and failed) or (result.outcome == "passed" and is_flaky(earlier)):
                     result.flaky = True
-        # only a clean pass is ever given back by the cache: only its log is kept
-        keep_log = result.outcome == "passed" and not result.cached and not result.flaky
+        # A clean pass's log is what the cache gives back; a failure's or a flaky
+        # result's is what an earlier run's box in a history strip links to
+        # (history/strips.py).  A cached result repeats a log kept already.
+        keep_log = not result.cached and (result.outcome == "passed" or result.is_bad or result.flaky)
         log = _read_log(result.log_path) if keep_log and result.log_path else None
         self.store.add(self.run_id, self.set_spec, result, log)
 

@@ -119,6 +119,19 @@ class HistorySession:
         except Exception as exc:  # noqa: BLE001 - the history never fails a run
             self._warn(f"cannot finish the run's record in {self.path}: {type(exc).__name__}: {exc}")
 
+    def attach_strips(self, run: RunSummary, out: Path) -> None:
+        """Each test's last outcomes, for log.html (history/strips.py); never fatal."""
+        if not run.run_id or self._store is None:
+            return
+        try:
+            from nixtest.history.strips import attach_strips
+
+            attach_strips(run, self._store, out)
+        except Exception as exc:  # noqa: BLE001 - the history never fails a run
+            self._warn(
+                f"cannot read the strips of this run's tests from {self.path}: {type(exc).__name__}: {exc}"
+            )
+
     # -- the terminal ---------------------------------------------------------------
 
     def terminal_lines(self, run: RunSummary | None, fail_on: str) -> list[str]:

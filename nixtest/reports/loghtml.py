@@ -28,6 +28,8 @@ from nixtest.reports.common import (
     step_lines,
 )
 from nixtest.reports.logxml import bounded_lines
+from nixtest.reports.strip import CSS as STRIP_CSS
+from nixtest.reports.strip import strip_html
 from nixtest.reports.text import atomic_write, clean_text
 from nixtest.results import RunSummary, Step, TestResult
 
@@ -109,13 +111,14 @@ def _log_link(result: TestResult, out: Path) -> str:
     return f'<div class="facts">full output: <a href="{esc(href)}">{esc(relative)}</a></div>\n'
 
 
-def _test(result: TestResult, out: Path, anchor: str) -> str:
+def _test(result: TestResult, out: Path, anchor: str, strip: str = "") -> str:
     bad = is_bad(result)
     outcome = result.outcome
     parts = [
         f'<details class="test {esc(outcome)}" id="{anchor}"{" open" if bad else ""}>',
         f'<summary><span class="badge {esc(outcome)}">{esc(outcome_label(result))}</span> '
         f'<span class="name">{esc(result.test)}</span> ({seconds(result.duration)} s)',
+        strip,
     ]
     if result.cached:
         parts.append(' <span class="cached">cached</span>')
@@ -155,6 +158,22 @@ def _summary(run: RunSummary) -> str:
     return text
 
 
+def _strip(run: RunSummary, result: TestResult) -> str:
+    """The test's last outcomes (from the history), as a strip of boxes."""
+    return strip_html(run.strips.get(result.nodeid, []))
+
+
+def _flaky(run: RunSummary, anchors: dict[int, str]) -> str:
+    """The flaky tests of the run, with their strips: right after the failing ones."""
+    tests = sorted((r for r in run.results if r.flaky), key=lambda r: r.nodeid)
+    if not tests:
+        return ""
+    items = "".join(
+        f'<li><a href="#{anchors[id(r)]}">{esc(r.nodeid)}</a>{_strip(run, r)}</li>\n' for r in tests
+    )
+    return f'<h2 class="flaky-tests">Flaky</h2>\n<ul>\n{items}</ul>\n'
+
+
 def _changes(run: RunSummary, anchors: dict[int, str]) -> str:
     """The comparison with the baseline, at the top: newly failing first, with reproduce lines."""
     if run.baseline is None:
@@ -164,13 +183,16 @@ def _changes(run: RunSummary, anchors: dict[int, str]) -> str:
         f'<span class="{c}">{run.count_change(c)} {change_words(c)}</span>' for c in (*CHANGES, "removed")
     )
     parts = [f'<div class="changes"><p>Compared with {esc(label)}: {counts}</p>\n']
-    for change in ("newly-failing", "still-failing", "newly-succeeding", "new"):
+    for change in ("newly-failing", "still-failing", "flaky", "newly-succeeding", "new"):
+        if change == "flaky":
+            parts.append(_flaky(run, anchors))
+            continue
         tests = sorted((r for r in run.results if r.change == change), key=lambda r: r.nodeid)
         if not tests:
             continue
         parts.append(f'<h2 class="{change}">{esc(change_words(change).capitalize())}</h2>\n<ul>\n')
         for r in tests:
-            line = f'<li><a href="#{anchors[id(r)]}">{esc(r.nodeid)}</a>'
+            line = f'<li><a href="#{anchors[id(r)]}">{esc(r.nodeid)}</a>{_strip(run, r)}'
             if r.is_bad:
                 line += f" — {esc(r.message)}"
                 if r.rerun_lines:
@@ -196,7 +218,7 @@ def render(run: RunSummary, out: Path) -> str:
     parts = [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n',
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        f"<title>{esc(title)}</title>\n<style>{CSS}{STRIP_CSS}</style>\n</head>\n<body>\n",
         "<h1>nixtest report</h1>\n",
         _summary(run),
         _changes(run, anchors),
@@ -217,7 +239,7 @@ def render(run: RunSummary, out: Path) -> str:
             f'<summary>package <span class="name">{esc(package)}</span>: '
             f"{esc(package_counts(results))} ({seconds(duration)} s)</summary>\n"
         )
-        parts.extend(_test(r, out, anchors[id(r)]) for r in results)
+        parts.extend(_test(r, out, anchors[id(r)], _strip(run, r)) for r in results)
         parts.append("</details>\n")
     parts.append("</body>\n</html>\n")
     return "".join(parts)

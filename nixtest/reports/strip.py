@@ -14,8 +14,9 @@ from __future__ import annotations
 import html
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from nixtest.results import HistoryCell as Cell
 
 #: how many outcomes a strip shows, as Hydra's job page
 STRIP_LENGTH = 20
@@ -24,10 +25,10 @@ STRIP_LENGTH = 20
 LETTERS = {"passed": "✓", "failed": "✗", "error": "E", "skipped": "s", "xfailed": "x"}
 
 CSS = """
-.strip { display: inline-flex; gap: 2px; vertical-align: middle; margin-left: .6em; }
+.strip { display: inline-flex; gap: 2px; vertical-align: middle; margin: 0 .5em 0 .6em; }
 .strip .cell { display: inline-block; width: 1.15em; height: 1.15em; line-height: 1.15em;
   text-align: center; font-size: .75em; font-weight: 700; color: #fff; border-radius: 2px;
-  text-decoration: none; border: 1px solid transparent; }
+  text-decoration: none; border: 1px solid transparent; padding: 0; }
 .strip .cell.passed { background: #2e8b3d; } .strip .cell.failed { background: #c62828; }
 .strip .cell.error { background: #6a1b9a; } .strip .cell.skipped { background: #9e9e9e; }
 .strip .cell.xfailed { background: #b08900; }
@@ -36,27 +37,6 @@ CSS = """
 .strip .cell.current { outline: 2px solid #222; outline-offset: 1px; }
 .strip a.cell:hover { filter: brightness(1.25); }
 """
-
-
-@dataclass
-class Cell:
-    """One recorded result of a test, as its strip shows it."""
-
-    run: str
-    outcome: str
-    when: float
-    duration: float = 0.0
-    message: str = ""
-    flaky: bool = False
-    cached: bool = False
-    #: the log's address relative to the page, or "" when no log is kept
-    log: str = ""
-    #: the result of the run the page is about
-    current: bool = False
-
-    @property
-    def bad(self) -> bool:
-        return self.outcome in ("failed", "error")
 
 
 def _esc(text: str) -> str:

@@ -1,0 +1,135 @@
+"""The history as pages show it: each test's last outcomes as strip cells, and their logs.
+
+A cell links to the test's log of that run.  This run's log is OUT/logs/...;
+an earlier run's log lives only in the history database, so the log of each
+earlier *failed, errored or flaky* result is written next to the page
+(`OUT/history/run-<id>/<package>/<test>.log` for log.html) — a passing result's
+cell is a box with a title and no link: writing every past passing log on
+every run would cost 20 files per test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from nixtest.errors import NixtestError
+from nixtest.history.store import HistoryStore, ResultRecord
+from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
+from nixtest.reports.strip import STRIP_LENGTH
+from nixtest.reports.text import atomic_write
+from nixtest.results import HistoryCell as Cell
+from nixtest.results import RunSummary
+from nixtest.runner import format_failure
+
+#: the folder, in OUT or beside a history page, holding earlier runs' logs
+LOGS = "history"
+
+
+def _keeps_log(record: ResultRecord) -> bool:
+    return record.is_bad or record.flaky
+
+
+def _write_log(store: HistoryStore, record: ResultRecord, folder: Path, page_dir: Path) -> str:
+    """Writes an earlier result's log under `folder`; its address from the page, or ""."""
+    data = store.log(record.id)
+    if data is None:
+        # not kept (over the size limit, or recorded before logs of failures were):
+        # what the history has of it, the result's report
+        try:
+            result = store.result(record.id)
+        except NixtestError:
+            return ""
+        note = "nixtest: the full log of this result was not kept; its report as recorded:\n"
+        data = (note + format_failure(result) + "\n").encode("utf-8", "replace")
+    path = folder / f"run-{record.run_id}" / record.package / f"{record.test}.log"
+    if not path.exists():  # a run's log never changes once recorded
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return os.path.relpath(path, page_dir)
+
+
+def cells(
+    store: HistoryStore,
+    records: Iterable[ResultRecord],
+    folder: Path,
+    page_dir: Path,
+    current: tuple[str, str] | None = None,
+) -> list[Cell]:
+    """`records` (latest first, as the store gives them) as strip cells, oldest first.
+
+    `current` is (run id, address of its log) for the run a page is about.
+    """
+    made = []
+    for record in list(records)[:STRIP_LENGTH][::-1]:
+        is_current = current is not None and str(record.run_id) == current[0]
+        if current is not None and is_current:
+            log = current[1]
+        else:
+            log = _write_log(store, record, folder, page_dir) if _keeps_log(record) else ""
+        made.append(
+            Cell(
+                run=str(record.run_id),
+                outcome=record.outcome,
+                when=record.recorded,
+                duration=record.duration,
+                message=record.message,
+                flaky=record.flaky,
+                cached=record.cached,
+                log=log,
+                current=is_current,
+            )
+        )
+    return made
+
+
+def attach_strips(run: RunSummary, store: HistoryStore, out: Path) -> None:
+    """Each result's strip, for log.html: its last 20 results of this set, this run's last."""
+    out = Path(os.path.abspath(out))
+    for result in run.results:
+        records = store.test_results(result.package, result.test, set_spec=run.set_spec, limit=STRIP_LENGTH)
+        log = ""
+        if result.log_path and os.path.exists(result.log_path):
+            log = os.path.relpath(result.log_path, out)
+        current = (run.run_id, log) if run.run_id else None
+        run.strips[result.nodeid] = cells(store, records, out / LOGS, out, current)
+
+
+def write_history_page(store: HistoryStore, page: Path, limit: int = STRIP_LENGTH) -> Path:
+    """`nixtest history --html FILE`: the last `limit` runs, every test of them with its strip.
+
+    Earlier results' logs go to a folder beside the page, `<FILE's stem>-logs/`.
+    """
+    page = Path(os.path.abspath(page))
+    folder = page.with_name(f"{page.stem}-logs")
+    runs = store.runs(limit=limit)
+    rows: list[RunRow] = []
+    tests: dict[tuple[str, str, str], str] = {}
+    latest = runs[0].id if runs else None
+    for run in runs:
+        results = store.run_results(run.id)
+        rows.append(
+            RunRow(
+                run=str(run.id),
+                when=run.start,
+                set_spec=run.set_spec,
+                tests_dir=run.tests_dir,
+                counts=run.counts,
+                newly_failing=[r.nodeid for r in results if r.change == "newly-failing"],
+            )
+        )
+        for r in results:
+            key = (r.set_spec, r.package, r.test)
+            if key not in tests:
+                tests[key] = r.change if run.id == latest else ""
+    several_sets = len({key[0] for key in tests}) > 1
+    history_rows = []
+    for (set_spec, package, test), change in tests.items():
+        records = store.test_results(package, test, set_spec=set_spec, limit=STRIP_LENGTH)
+        name = f"{package}::{test}" + (f" ({set_spec})" if several_sets else "")
+        history_rows.append(HistoryRow(name, cells(store, records, folder, page.parent), change))
+    page.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(page, render_history(rows, history_rows, str(store.path)))
