@@ -100,6 +100,9 @@ def _is_leaf(path: str) -> bool | None:
 # ---------------------------------------------------------------------------
 # dpkg
 
+#: dpkg's database (dpkg's default; DPKG_ADMINDIR moves it, and then we ask dpkg-query)
+DPKG_ADMINDIR = "/var/lib/dpkg"
+
 # The field separator of our dpkg-query format: no dpkg field we ask for holds a tab.
 _DPKG_FIELDS = (
     "${binary:Package}",
@@ -278,6 +281,7 @@ class DpkgSet:
         self._alternatives: dict[str, list[str]] | None = None
         self.alternatives_dir = Path("/var/lib/dpkg/alternatives")
         self.alternatives_links = Path("/etc/alternatives")
+        self._diverted: dict[str, tuple[str, str]] | None = None
 
     # -- the one database query -------------------------------------------
 
@@ -404,9 +408,62 @@ class DpkgSet:
     def _listing(self, name: str) -> list[tuple[str, str]]:
         listing = self._files.get(name)
         if listing is None:
-            listing = parse_dpkg_listfiles(self._run("-L", self._get(name).binary))
+            binary = self._get(name).binary
+            listing = self._read_list(name, binary)
+            if listing is None:
+                listing = parse_dpkg_listfiles(self._run("-L", binary))
             self._files[name] = listing
         return listing
+
+    def _read_list(self, name: str, binary: str) -> list[tuple[str, str]] | None:
+        """What ``dpkg-query -L`` says, read from dpkg's database itself; None if it cannot be.
+
+        One ``dpkg-query -L`` costs a process that parses the whole status file:
+        tens of milliseconds, for each of hundreds of packages.  dpkg keeps the
+        list in ``info/<package>.list`` and the diversions in ``diversions``.
+        Only for the real dpkg-query with the default database (a test's fake
+        or DPKG_ADMINDIR go through the command).
+        """
+        if self._dpkg_query != "dpkg-query" or os.environ.get("DPKG_ADMINDIR"):
+            return None
+        info = os.path.join(DPKG_ADMINDIR, "info")
+        for file in (f"{binary}.list", f"{name}.list", f"{name}:{self._native}.list"):
+            try:
+                with open(os.path.join(info, file), "rb") as f:
+                    raw = f.read()
+                break
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None
+        else:
+            return None
+        diversions = self._diversions()
+        if diversions is None:
+            return None
+        result: list[tuple[str, str]] = []
+        for line in raw.decode("utf-8", "surrogateescape").splitlines():
+            if not line.startswith("/") or line == "/.":
+                continue
+            diverted = diversions.get(line)
+            if diverted is not None and diverted[1] not in (name, ":"):
+                result.append((line, diverted[0]))  # "diverted by X to: P"
+            else:
+                result.append((line, line))
+        return result
+
+    def _diversions(self) -> dict[str, tuple[str, str]] | None:
+        """dpkg's diversions: diverted path -> (where it went, the diverting package or ':')."""
+        if self._diverted is None:
+            try:
+                with open(os.path.join(DPKG_ADMINDIR, "diversions"), "rb") as f:
+                    lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+            except FileNotFoundError:
+                lines = []
+            except OSError:
+                return None
+            self._diverted = {lines[i]: (lines[i + 1], lines[i + 2]) for i in range(0, len(lines) - 2, 3)}
+        return self._diverted
 
     def files(self, name: str) -> list[Path]:
         return [Path(real) for _, real in self._listing(name) if _is_leaf(real)]

@@ -8,6 +8,7 @@ built once and reused by every later run, test and wrapper.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -37,7 +38,11 @@ MANIFEST = ".nixtest-profile.json"
 
 # Bumped whenever the layout of a profile changes, so that old profiles are not
 # reused for new code.
-_FORMAT = 1
+_FORMAT = 2
+
+#: leaves a directory must have for `_fold` to look at it: below that, checking the
+#: real directory (a shared one like /usr/share/doc, often) costs more than the links
+FOLD_MIN = 16
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -155,7 +160,94 @@ def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[PurePosixPath, P
             f"{inside}: a directory in {dir_owner[inside]} and a file in {name} ({target});"
             " kept the directory"
         )
-    return {inside: target for inside, (_, target) in chosen.items()}, sorted(collisions)
+    leaves = {inside: target for inside, (_, target) in chosen.items()}
+    return _fold(leaves), sorted(collisions)
+
+
+def _fold(leaves: dict[PurePosixPath, Path]) -> dict[PurePosixPath, Path]:
+    """Links whole directories where that shows exactly the same files, as Nix's buildEnv does.
+
+    A profile directory below the top level (`lib/google-cloud-sdk`, not
+    `lib`) whose every leaf is the same relative path in one real directory,
+    which holds nothing else (checked on disk; `__pycache__` aside), becomes one symlink to that
+    directory.  A host package with 45,000 files then costs a few symlinks
+    instead of 45,000; what the profile shows is the same.
+    """
+    if len(leaves) < 2:
+        return leaves
+    inside_of = {str(inside): inside for inside in leaves}
+    text = {str(inside): str(target) for inside, target in leaves.items()}
+    #: profile directory -> the real directory it would link to ("" when there is none)
+    real: dict[str, str] = {}
+    for inside, target in text.items():
+        directory = inside
+        while True:
+            cut = directory.rfind("/")
+            if cut <= 0:
+                break
+            directory = directory[:cut]
+            if "/" not in directory:
+                break  # a top-level directory (bin, lib, share...) stays a real one
+            rest = inside[len(directory) :]
+            candidate = target[: -len(rest)] if target.endswith(rest) and len(target) > len(rest) else ""
+            if real.setdefault(directory, candidate) != candidate:
+                real[directory] = ""
+    if not real:
+        return leaves
+    ordered = sorted(text)
+    folded: dict[str, str] = {}
+    done: set[str] = set()
+    for directory in sorted(real, key=lambda d: (d.count("/"), d)):
+        source = real[directory]
+        if not source or any(directory.startswith(f + "/") for f in _ancestors(directory, folded)):
+            continue
+        prefix = directory + "/"
+        start = bisect.bisect_left(ordered, prefix)
+        end = bisect.bisect_left(ordered, prefix[:-1] + "0")  # "0" follows "/"
+        if end - start < FOLD_MIN:
+            continue
+        wanted = {name[len(prefix) :] for name in ordered[start:end]}
+        if _holds_exactly(source, wanted):
+            folded[directory] = source
+            done.update(ordered[start:end])
+    result = {inside_of[name]: leaves[inside_of[name]] for name in ordered if name not in done}
+    result.update({PurePosixPath(d): Path(t) for d, t in folded.items()})
+    return result
+
+
+def _ancestors(directory: str, chosen: dict[str, str]) -> list[str]:
+    parts = directory.split("/")
+    return [a for a in ("/".join(parts[:i]) for i in range(2, len(parts))) if a in chosen]
+
+
+def _holds_exactly(real: str, wanted: set[str]) -> bool:
+    """Whether `real` holds exactly the non-directories `wanted` (relative paths), and no empty folder.
+
+    `__pycache__` folders do not count: Python made them from the package's files.
+    """
+    found = 0
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            with os.scandir(os.path.join(real, rel) if rel else real) as entries:
+                empty = True
+                for entry in entries:
+                    empty = False
+                    name = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        # byte code that Debian's postinst (py3compile) made from the package's files
+                        if entry.name != "__pycache__":
+                            pending.append(name)
+                    elif name in wanted:
+                        found += 1
+                    else:
+                        return False
+        except OSError:
+            return False
+        if empty:
+            return False
+    return found == len(wanted)
 
 
 def _make_dirs(path: Path) -> None:

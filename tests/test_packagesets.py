@@ -129,8 +129,38 @@ def test_dpkg_files(counting_run: CountingRun) -> None:
         assert f.is_absolute()
         assert not f.is_dir() or f.is_symlink()
     assert pset.files("hello") == files
-    listings = [c for c in counting_run.calls if "-L" in c]
-    assert listings == [["dpkg-query", "-L", "hello"]]  # asked once, then cached
+    # read from dpkg's database: no dpkg-query process per package
+    assert [c for c in counting_run.calls if "-L" in c] == []
+
+
+@pytest.mark.dpkg
+def test_dpkg_lists_read_directly_are_what_dpkg_query_says() -> None:
+    """Every 25th installed package, and each that diverts a file or owns a diverted one."""
+    pset = DpkgSet()
+    names = pset.names()
+    diversions = Path("/var/lib/dpkg/diversions")
+    lines = diversions.read_text().splitlines() if diversions.exists() else []
+    diverted = set(lines[0::3])
+    involved = {name for name in lines[2::3] if name in names}
+    owners = subprocess.run(
+        ["dpkg-query", "-S", *sorted(diverted)], capture_output=True, text=True, check=False
+    ).stdout
+    involved |= {line.split(":")[0].split(",")[0].strip() for line in owners.splitlines() if ":" in line}
+    checked = sorted((involved & set(names)) | set(names[::25]))
+    for name in checked:
+        binary = dpkg_field(name, "binary:Package")
+        said = subprocess.run(["dpkg-query", "-L", binary], capture_output=True, text=True, check=True)
+        assert pset._listing(name) == parse_dpkg_listfiles(said.stdout), name
+    assert len(checked) > 10
+
+
+@pytest.mark.dpkg
+def test_dpkg_lists_come_from_dpkg_query_for_another_database(
+    counting_run: CountingRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DPKG_ADMINDIR", "/var/lib/dpkg")
+    assert Path("/usr/bin/hello") in DpkgSet().files("hello")
+    assert ["dpkg-query", "-L", "hello"] in counting_run.calls
 
 
 @pytest.mark.dpkg
@@ -141,7 +171,11 @@ def test_dpkg_multiarch_files(counting_run: CountingRun) -> None:
     assert any(f.name == "libc.so.6" for f in files)
     binary = dpkg_field("libc6", "binary:Package")
     assert ":" in binary
-    assert ["dpkg-query", "-L", binary] in counting_run.calls
+    # dpkg keeps its list as info/libc6:<arch>.list
+    said = subprocess.run(["dpkg-query", "-L", binary], capture_output=True, text=True, check=True)
+    listed = [real for _, real in parse_dpkg_listfiles(said.stdout)]
+    leaves = [r for r in listed if os.path.lexists(r) and (os.path.islink(r) or not os.path.isdir(r))]
+    assert files == [Path(r) for r in leaves]
 
 
 @pytest.mark.dpkg
