@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nixtest.capture import DEFAULT_TAIL, Masker, Tail, pump
 from nixtest.errors import ExecutionError
@@ -81,12 +82,16 @@ def run_supervised(
     grace: float = GRACE,
     on_start: Callable[[int], None] | None = None,
     match_limit: int = 0,
+    spawn: Callable[[], Any] | None = None,
+    append: bool = False,
 ) -> ProcessRun:
     """Runs `argv` in a new session; its full output (secrets masked) goes to `log_path`.
 
     `on_start` gets the process group's id as soon as it runs: whoever holds it
     may kill the group (the scheduler does, on Ctrl-C or `-x`).  Safe to call
-    from several threads at once.
+    from several threads at once.  `spawn` starts the process instead of
+    `launch` (the zygote does: its child is like a `subprocess.Popen`, leading
+    a session of its own); `argv` then only names it.  `append` adds to the log.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     output = Tail(tail)
@@ -94,7 +99,7 @@ def run_supervised(
     streams = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)} if match_limit else {}
     start = time.time()
     # unbuffered: `tail -f` shows the output as it comes, and a killed worker loses none of it
-    with open(log_path, "wb", buffering=0) as log:
+    with open(log_path, "ab" if append else "wb", buffering=0) as log:
 
         def write(data: bytes) -> None:
             view = memoryview(data)
@@ -111,7 +116,7 @@ def run_supervised(
             write(data)
             output.add(stream, data)
 
-        proc = launch(argv, cwd=cwd, env=env)
+        proc = launch(argv, cwd=cwd, env=env) if spawn is None else spawn()
         if on_start is not None:
             on_start(proc.pid)
         assert proc.stdout is not None and proc.stderr is not None

@@ -56,6 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="package tests run at once in this process: a number or 'auto' (env NIXTEST_JOBS; default 1)",
     )
     group.addoption(
+        "--nixtest-cold",
+        action="store_true",
+        default=env("NIXTEST_COLD", "") not in ("", "0"),
+        help="start Python-driven tests from their wrappers, not from a warm zygote (env NIXTEST_COLD)",
+    )
+    group.addoption(
         "--nixtest-only",
         action="append",
         default=[],
@@ -106,6 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "set_spec": config.getoption("nixtest_set"),
         "out": Path(config.getoption("nixtest_out")),
         "timeout": config.getoption("nixtest_timeout"),
+        "warm": not config.getoption("nixtest_cold"),
     }
     if config.getoption("nixtest_state"):
         kwargs["state"] = Path(config.getoption("nixtest_state"))

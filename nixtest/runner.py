@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from nixtest.child.expect import MATCH_LIMIT, failure_message
 from nixtest.child.expect import problems as expect_problems
 from nixtest.definitions import BadTest, Definition, TestDef, display_path
 from nixtest.errors import DefinitionError, NixtestError, UnknownPackage
-from nixtest.execution import run_supervised
+from nixtest.exec.zygote import STARTUP_VARIABLES, Zygote
+from nixtest.execution import ProcessRun, run_supervised
 from nixtest.packagesets import PackageSet, load_set
 from nixtest.profiles import Profile, build_profile, default_state_dir
 from nixtest.results import Step, TestResult
@@ -61,6 +63,10 @@ class Context:
     _profiles: dict[tuple[str, ...], Profile] = field(default_factory=dict)
     _scratch: Path | None = None
     counter: Iterator[int] = field(default_factory=itertools.count)
+    #: whether Python-driven tests start from a warm zygote (nixtest.child.zygote)
+    warm: bool = True
+    _zygote: Zygote | None = None
+    _zygote_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.out = Path(os.path.abspath(self.out))
@@ -86,7 +92,29 @@ class Context:
             self._scratch = Path(tempfile.mkdtemp(prefix="nixtest-run-"))
         return self._scratch
 
+    def zygote_for(self, prepared: Prepared) -> Zygote | None:
+        """The zygote to start this test's driver from; None for the wrapper's own way.
+
+        Only Python-driven tests use one, and only those whose environment sets
+        nothing that an interpreter reads when it starts (a locale, TZ): the
+        zygote started under none.
+        """
+        test = prepared.test
+        if not self.warm or not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
+            return None
+        if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
+            return None
+        if os.path.realpath(prepared.plan.python) != os.path.realpath(sys.executable):
+            return None  # the zygote is this interpreter
+        with self._zygote_lock:
+            if self._zygote is None or not self._zygote.alive:
+                self._zygote = Zygote(sys.executable)
+            return self._zygote
+
     def close(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
         if self._scratch is not None:
             _remove_tree(self._scratch)
             self._scratch = None
@@ -259,15 +287,19 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
         properties=dict(prepared.properties),
     )
     try:
-        run = run_supervised(
-            argv,
-            log_path=log_path,
-            timeout=timeout,
-            secrets=secrets,
-            env=env,
-            on_start=on_start,
-            match_limit=MATCH_LIMIT if test.expect.has_patterns else 0,
-        )
+        zygote = ctx.zygote_for(prepared)
+        if zygote is None:
+            run = run_supervised(
+                argv,
+                log_path=log_path,
+                timeout=timeout,
+                secrets=secrets,
+                env=env,
+                on_start=on_start,
+                match_limit=MATCH_LIMIT if test.expect.has_patterns else 0,
+            )
+        else:
+            run = _run_warm(prepared, zygote, argv, workdir, result_file, log_path, timeout, env, on_start)
     except NixtestError as exc:
         result.outcome, result.message, result.end = "error", exc.message, time.time()
         return result
@@ -327,6 +359,55 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
 
         after_autopkgtest(result, prepared, ctx)
     return result
+
+
+def _run_warm(
+    prepared: Prepared,
+    zygote: Zygote,
+    argv: list[str],
+    workdir: Path,
+    result_file: Path,
+    log_path: Path,
+    timeout: float,
+    env: dict[str, str],
+    on_start: Callable[[int], None] | None,
+) -> ProcessRun:
+    """A Python-driven test whose driver the zygote forks, warm, instead of the wrapper starting it.
+
+    The wrapper still prepares the working directory when there is more to it
+    than the profile link (`--prepare`); the child gets the environment,
+    working directory, session and arguments the wrapper would give the driver.
+    """
+    plan = prepared.plan
+    secrets = {name: os.environ[name] for name in prepared.test.secrets if name in os.environ}
+    masked = [value for value in secrets.values() if value]
+    started = time.monotonic()
+    append = False
+    if prepared.test.skel is not None or prepared.test.sources or plan.links:
+        prepare = [*argv, "--prepare"]
+        prep = run_supervised(
+            prepare, log_path=log_path, timeout=timeout, secrets=masked, env=env, on_start=on_start
+        )
+        if prep.timed_out or prep.exit_code != 0:
+            return prep
+        append = True
+    else:
+        # all the wrapper would do: the one link (`ln -s -- "$nt_profile" "$nt_wd/profile"`)
+        os.symlink(plan.profile, workdir / "profile")
+    child_env = plan.driver_environment(str(workdir), secrets)
+    args = plan.driver_arguments(str(result_file))
+    left = max(0.0, timeout - (time.monotonic() - started))
+    run = run_supervised(
+        [plan.python, "-I", "-m", "nixtest.driver", *args],
+        log_path=log_path,
+        timeout=left,
+        secrets=masked,
+        on_start=on_start,
+        spawn=lambda: zygote.spawn(args, child_env, str(workdir)),
+        append=append,
+    )
+    run.command = list(argv)
+    return run
 
 
 def _decide(result: TestResult, end: dict[str, Any], timeout: float) -> None:

@@ -52,6 +52,23 @@ class WrapperPlan:
         env.update(self.test.environment)
         return env
 
+    def driver_environment(self, workdir: str, secrets: Mapping[str, str]) -> dict[str, str]:
+        """The driver's environment in nixtest's own run, as the wrapper's `env -i` gives it.
+
+        `secrets`: those of the test's secrets set in the caller's environment.
+        """
+        env = {"HOME": workdir, "TMPDIR": f"{workdir}/.tmp"}
+        env.update(self.environment())
+        libraries = env.pop("LD_LIBRARY_PATH", None)
+        env.update((name, secrets[name]) for name in self.test.secrets if name in secrets)
+        if libraries:
+            env["NIXTEST_LD_LIBRARY_PATH"] = libraries
+        return env
+
+    def driver_arguments(self, result: str) -> list[str]:
+        """`nixtest.driver`'s arguments in nixtest's own run (which times the test itself)."""
+        return ["--spec", json.dumps(self.spec()), "--result", result, "--timeout", "0"]
+
     def spec(self) -> dict[str, object]:
         t = self.test
         return {
@@ -127,6 +144,7 @@ def render(plan: WrapperPlan) -> str:
         "        --keep) nt_keep=1 ;;",
         "        --shell) nt_mode=shell ;;",
         "        --ipdb) nt_mode=ipdb ;;",
+        "        --prepare) nt_mode=prepare ;;  # nixtest's own: the working directory only",
         "        --workdir|--result|--timeout)",
         '            if [ "$#" -lt 2 ]; then printf \'%s: %s needs a value\\n\' "$0" "$1" >&2; exit 4; fi',
         '            case "$1" in',
@@ -223,7 +241,9 @@ def render(plan: WrapperPlan) -> str:
                 f'mkdir -p -- "$nt_wd"/{q(os.path.dirname(link))} || nt_fail {q("symlinks." + link)}'
             )
         lines.append(f'ln -s -- {q(link_target)} "$nt_wd"/{q(link)} || nt_fail {q("symlinks." + link)}')
-    lines += ['cd -- "$nt_wd" || nt_fail cd', ""]
+    lines += ['cd -- "$nt_wd" || nt_fail cd']
+    # nixtest's own run of a Python-driven test: its zygote starts the driver (nixtest.child.zygote)
+    lines += ['if [ "$nt_mode" = prepare ] && [ "$nt_runner" = 1 ]; then exit 0; fi', ""]
 
     env = plan.environment()
     lines.append("# The test's environment: cleared, then the profile, the test's variables, its secrets.")
@@ -266,6 +286,7 @@ def render(plan: WrapperPlan) -> str:
         lines += [
             *([f'    set -- "$@" {q("NIXTEST_LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" ${TERM+"TERM=$TERM"}; fi',
+            # the same arguments as WrapperPlan.driver_arguments
             f'    set -- "$@" "$nt_python" -I -m nixtest.driver --spec {q(json.dumps(plan.spec()))}',
             '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',

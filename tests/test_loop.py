@@ -40,6 +40,18 @@ def run(suite: Suite, *args: str, out: Path | None = None) -> tuple[int, str, in
     return proc.returncode, output, proc.pid
 
 
+def start(suite: Suite, *args: str, output: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """`nixtest run --tests pt --out out ARGS` in a session of its own, not waited for."""
+    return subprocess.Popen(
+        nixtest_command("run", "--tests", str(suite.tests), "--out", str(suite.out), *args),
+        cwd=suite.root,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Suite) -> None:
     meet = suite.root / "meet"
     meet.mkdir()
@@ -171,14 +183,7 @@ def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) ->
     tests = "  quick: {run: 'true'}\n"
     tests += "".join(f"  slow-{n}: {{run: 'touch started-{n}; sleep 60; : {marker}'}}\n" for n in range(4))
     suite.package("coreutils", "tests:\n" + tests)
-    proc = subprocess.Popen(
-        nixtest_command("run", "--tests", str(suite.tests), "--out", str(suite.out), "-j", "3"),
-        cwd=suite.root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start(suite, "-j", "3")
     try:
         deadline = time.monotonic() + 60
         while len(pids_matching(marker)) < 2:

@@ -1,0 +1,1 @@
+"""Starting the processes of tests: the zygote client."""

@@ -1,0 +1,167 @@
+"""The runner's side of the zygote (nixtest.child.zygote): start it, ask it for children.
+
+`Zygote.spawn` gives a `ZygoteChild`, which `execution.run_supervised` waits
+on as on a `subprocess.Popen`: its pid leads its own process group (so a
+timeout kills the group), its output comes on pipes, and its exit status
+comes from the zygote, which is its parent.  Safe to use from the
+scheduler's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+from nixtest.child.zygote import receive, send
+from nixtest.errors import ExecutionError
+
+#: variables that an interpreter reads when it starts: a test that sets one needs
+#: an interpreter of its own, started under them (the wrapper's way)
+STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ"})
+
+
+class ZygoteChild:
+    """A test's process forked by the zygote; the parts of `subprocess.Popen` that nixtest uses."""
+
+    def __init__(self, pid: int, stdout: IO[bytes], stderr: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdin = None
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+
+    def _exited(self, status: int) -> None:
+        self.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else status
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"test process {self.pid}", timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class Zygote:
+    def __init__(self, python: str = sys.executable) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-I", "-m", "nixtest.child.zygote", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                # an empty environment, as the wrapper's `env -i` gives the driver
+                env={},
+                # its own session: a Ctrl-C on the terminal is the runner's to handle
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.sock = ours
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._replies: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._children: dict[int, ZygoteChild] = {}
+        self._early: dict[int, int] = {}  # exits that came before the reply with the pid
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, name="nixtest-zygote", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message, fds = receive(self.sock)
+                for fd in fds:
+                    os.close(fd)
+                if message is None:
+                    break
+                self._dispatch(message)
+        except OSError:
+            pass
+        with self._lock:
+            self.alive = False
+            waiting = list(self._replies.values())
+            children = list(self._children.values())
+            self._children.clear()
+        for event, box in waiting:
+            box.append({"error": "the zygote ended"})
+            event.set()
+        for child in children:  # their parent is gone: nothing will say how they ended
+            child._exited(-signal.SIGKILL)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "exited" in message:
+            pid, status = int(message["exited"]), int(message["status"])
+            with self._lock:
+                child = self._children.pop(pid, None)
+                if child is None:
+                    self._early[pid] = status
+            if child is not None:
+                child._exited(status)
+            return
+        with self._lock:
+            waiter = self._replies.pop(int(message.get("id", -1)), None)
+        if waiter is not None:
+            waiter[1].append(message)
+            waiter[0].set()
+
+    def spawn(self, args: list[str], env: dict[str, str], cwd: str) -> ZygoteChild:
+        """A child running `nixtest.driver.main(args)` with exactly `env`, in `cwd`."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        request_id = next(self._ids)
+        event = threading.Event()
+        box: list[dict[str, Any]] = []
+        try:
+            with self._lock:
+                if not self.alive:
+                    raise ExecutionError("the zygote has ended")
+                self._replies[request_id] = (event, box)
+            send(self.sock, {"id": request_id, "args": args, "env": env, "cwd": cwd}, [out_w, err_w])
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        event.wait()
+        reply = box[0]
+        if "pid" not in reply:
+            os.close(out_r)
+            os.close(err_r)
+            raise ExecutionError(f"the zygote could not start the test: {reply.get('error')}")
+        child = ZygoteChild(int(reply["pid"]), os.fdopen(out_r, "rb", 0), os.fdopen(err_r, "rb", 0))
+        with self._lock:
+            status = self._early.pop(child.pid, None)
+            if status is None:
+                self._children[child.pid] = child
+        if status is not None:
+            child._exited(status)
+        return child
+
+    def close(self) -> None:
+        """Ends the zygote (and so any child still running)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=10)
