@@ -284,3 +284,21 @@ def test_the_strips_as_chromium_draws_them(history: History, tmp_path: Path, whi
     _, _, rows = png_pixels(png.read_bytes())
     assert count_colour(rows, (198, 40, 40)) > 50, "no red box drawn"
     assert count_colour(rows, (46, 139, 61)) > 50, "no green box drawn"
+
+
+def test_logs_of_runs_no_strip_shows_are_removed(history: History) -> None:
+    # last in this file: it runs once more
+    stale = history.out / "history" / "run-999" / "coreutils"
+    stale.mkdir(parents=True)
+    (stale / "always.log").write_text("old\n")
+    done = history.run("bad")
+    assert done.returncode == 1, done.stderr[-2000:]
+    kept = sorted(p.name for p in (history.out / "history").iterdir())
+    shown = {
+        f"run-{cell.get('data-run')}"
+        for strip in strips(history.out / "log.html").values()
+        for cell in strip
+        if cell.tag == "a" and "current" not in cell.get("class")
+    }
+    assert "run-999" not in kept
+    assert kept == sorted(shown)

@@ -11,6 +11,7 @@ every run would cost 20 files per test.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -96,6 +97,16 @@ def attach_strips(run: RunSummary, store: HistoryStore, out: Path) -> None:
             log = os.path.relpath(result.log_path, out)
         current = (run.run_id, log) if run.run_id else None
         run.strips[result.nodeid] = cells(store, records, out / LOGS, out, current)
+    _prune(out / LOGS, {f"run-{c.run}" for strip in run.strips.values() for c in strip if c.log})
+
+
+def _prune(folder: Path, kept: set[str]) -> None:
+    """Removes the logs of runs no strip shows any more: OUT/history does not grow run after run."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name.startswith("run-") and entry.name not in kept and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def write_history_page(store: HistoryStore, page: Path, limit: int = STRIP_LENGTH) -> Path:
