@@ -91,9 +91,15 @@ def show_lines(prepared: Any, environ: dict[str, str] | None = None) -> list[str
                 row("", f"{stream} matches {pattern!r}")
     if test.imports:
         row("imports", " ".join(test.imports))
+    # an autopkgtest's stanza: Depends as written and resolved, Restrictions...
+    for name, value in getattr(prepared, "properties", {}).items():
+        row(name, value)
     row("timeout", f"{seconds(test.timeout)} s" + (" (its own)" if test.timeout_set else " (the default)"))
     lines.append("  profile:")
-    row("packages", " ".join(test.profile))
+    if test.autopkgtest is not None:
+        row("packages", "the Depends closure and the essential packages (see `profile packages`)")
+    else:
+        row("packages", " ".join(test.profile))
     row("path", plan.profile)
     for warning in prepared.warnings:
         row("warning", warning)
@@ -118,7 +124,8 @@ def show_lines(prepared: Any, environ: dict[str, str] | None = None) -> list[str
     lines.append("  wrapper:")
     row("path", prepared.wrapper)
     lines.append(f"    to reproduce: {prepared.wrapper}")
-    lines.append(f"        to debug: {prepared.wrapper} --ipdb")
+    if test.kind in ("classic", "pytest"):
+        lines.append(f"        to debug: {prepared.wrapper} --ipdb")
     lines.append(f"      a shell in: {prepared.wrapper} --shell")
     return lines
 

@@ -227,3 +227,19 @@ def test_a_set_without_bash_runs_test_command_with_the_machines(demo: DemoRun) -
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "/bin/bash -e -c" in (out / "rerun" / "ntdemo" / "command1").read_text()
+
+
+def test_show_names_the_stanza_and_its_depends(demo: DemoRun) -> None:
+    done = subprocess.run(
+        nixtest_command("show", "--tests", str(demo.tests), "--out", str(demo.out), "ntdemo::builddeps"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert "kind:        autopkgtest" in lines
+    assert "Depends:     @builddeps@" in lines
+    assert any(line.startswith("Depends resolved: gzip ") for line in lines)
+    assert not any("--ipdb" in line for line in lines)  # an autopkgtest has no Python frame
