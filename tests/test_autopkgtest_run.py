@@ -7,6 +7,7 @@ as autopkgtest would, writes wrappers that rerun a test as `nobody` under
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -243,3 +244,56 @@ def test_show_names_the_stanza_and_its_depends(demo: DemoRun) -> None:
     assert "Depends:     @builddeps@" in lines
     assert any(line.startswith("Depends resolved: gzip ") for line in lines)
     assert not any("--ipdb" in line for line in lines)  # an autopkgtest has no Python frame
+
+
+def test_a_pass_is_cached_until_the_tree_or_the_closure_changes() -> None:
+    root = world_readable_dir("nixtest-apt-cache-")
+    try:
+        tree = root / "pt" / "cached"
+        (tree / "debian" / "tests").mkdir(parents=True)
+        (tree / "debian" / "tests" / "control").write_text("Test-Command: hello\nDepends: hello\n")
+        (tree / "data.txt").write_text("one\n")
+
+        def run() -> dict[str, object]:
+            done = subprocess.run(
+                nixtest_command("run", "--tests", str(root / "pt"), "--out", str(root / "out")),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                # the suite's conftest turns the cache off for every test: on again here
+                env={**os.environ, "NIXTEST_STATE": str(root / "state"), "NIXTEST_NO_CACHE": ""},
+            )
+            assert done.returncode == 0, done.stdout[-2000:]
+            [test] = json.loads((root / "out" / "report.json").read_text())["tests"]
+            return dict(test)
+
+        first = run()
+        assert first["outcome"] == "passed" and not first["cached"]
+        packages = first["packages"]
+        assert isinstance(packages, dict) and "hello" in packages and "bash" in packages  # the closure
+        second = run()
+        assert second["cached"]
+        (tree / "data.txt").write_text("two\n")  # any file of the tree is an input
+        assert not run()["cached"]
+    finally:
+        remove_tree(root)
+
+
+@pytest.mark.root
+def test_nixtest_run_as_nobody_skips_needs_root(demo: DemoRun) -> None:
+    root = world_readable_dir("nixtest-apt-nobody-")
+    try:
+        os.chmod(root, 0o777)
+        done = as_nobody(
+            "PATH=/usr/bin:/bin",
+            f"NIXTEST_STATE={root / 'state'}",
+            *nixtest_command(
+                "run", "--tests", str(demo.tests), "--out", str(root / "out"), "ntdemo::as-root"
+            ),
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        outcome, message = nixtest_outcomes(root / "out" / "junit.xml")["ntdemo::as-root"]
+        assert outcome == "skipped" and message == "restriction needs-root: it runs only as root"
+    finally:
+        remove_tree(root)

@@ -11,12 +11,14 @@ own tool only finds in a fresh container.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import TYPE_CHECKING
 
 from nixtest.definitions import TestDef, display_path
 from nixtest.errors import DefinitionError, UnknownPackage
 from nixtest.packagesets import dependency_closure, essential_packages
 from nixtest.results import TestResult
+from nixtest.run.inputs import inputs_of
 from nixtest.sources.autopkgtest import resolve_depends, skip_reason, undeclared
 from nixtest.wrappers import WrapperPlan, write_wrapper
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from nixtest.runner import Context, Prepared
 
 ARTIFACTS = "artifacts"
+#: the skip message of a needs-root test run as another user (the wrapper says the same)
+NEEDS_ROOT = "restriction needs-root: it runs only as root"
 
 
 def properties(test: TestDef) -> dict[str, str]:
@@ -61,6 +65,10 @@ def prepare_autopkgtest(test: TestDef, ctx: Context) -> Prepared | TestResult:
     assert spec is not None
     facts = properties(test)
     reason = skip_reason(spec)
+    if not reason and "needs-root" in spec.restrictions and os.geteuid() != 0:
+        # decided here too, not only by the wrapper: a pass recorded as root must not
+        # be taken from the cache for a run as another user
+        reason = NEEDS_ROOT
     if reason:
         return _skipped(test, reason, facts)
     chosen, missing = resolve_depends(spec, ctx.pset)
@@ -84,9 +92,10 @@ def prepare_autopkgtest(test: TestDef, ctx: Context) -> Prepared | TestResult:
         artifacts=ctx.out / ARTIFACTS / test.package / test.name,
     )
     wrapper = write_wrapper(plan, ctx.out)
+    inputs = inputs_of(test, ctx.pset, ctx.timeout, ctx.python, packages=packages)
     # Profile collisions are left out: among a closure of Debian packages
     # (alternatives, diversions) they are the rule, not news.
-    return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=[], properties=facts)
+    return Prepared(test=test, plan=plan, wrapper=wrapper, warnings=[], properties=facts, inputs=inputs)
 
 
 def after_autopkgtest(result: TestResult, prepared: Prepared, ctx: Context) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -129,6 +130,9 @@ def file_parts(test: TestDef) -> dict[str, str]:
     for link in test.symlinks:
         if link.path is not None and not link.path.is_absolute():
             _tree(link.path, _relative(link.path, base), found)
+    if test.autopkgtest is not None:
+        # an autopkgtest runs in a copy of its whole source tree: any file may matter
+        _tree(test.autopkgtest.tree, "tree", found)
     return found
 
 
@@ -165,14 +169,23 @@ def timeout_of(test: TestDef, override: float | None) -> float:
 
 
 def inputs_of(
-    test: TestDef, pset: PackageSet, timeout: float | None = None, python: str = sys.executable
+    test: TestDef,
+    pset: PackageSet,
+    timeout: float | None = None,
+    python: str = sys.executable,
+    packages: Iterable[str] | None = None,
 ) -> Inputs:
     """The test's input key and its parts.  `UnknownPackage` for a package not in the set.
 
     `python` is the interpreter a classic script or a pytest module runs in
     (the run context's): its code runs there, so another one is another input.
+    `packages` is the closure when the caller has it (an autopkgtest's: its
+    Depends closure and the essential packages).
     """
-    names = closure(pset, test.packages_needed() | {test.package})
+    if packages is not None:
+        names = sorted(set(packages))
+    else:
+        names = closure(pset, test.packages_needed() | {test.package})
     full: dict[str, str] = {}
     shown: dict[str, str] = {}
     for name in names:
