@@ -49,7 +49,7 @@ tests:
     profile: [coreutils]
     timeout: 2
   sleeps:
-    run: echo sleeping; sleep 38; echo woke up
+    run: echo sleeping; sleep @RUN_NAP@; echo woke up
     profile: [coreutils]
     timeout: 2
 """
@@ -73,7 +73,7 @@ def test_greeting(local):
 
 HANGS = """\
 from plumbum.cmd import sleep
-naptime = 37
+naptime = @SCRIPT_NAP@
 sleep[naptime] & succeeds("a long nap")
 """
 
@@ -84,15 +84,36 @@ def plain(text: str) -> str:
     return ANSI.sub("", text).replace("\r", "")
 
 
+class Naps:
+    """The sleeps of `hangs` and `sleeps`, unique to this process and test.
+
+    `pids_matching` looks at every process of the machine: a suite running
+    beside this one (another checkout) must not look like a sleep we left behind.
+    """
+
+    count = 0
+
+    def __init__(self) -> None:
+        Naps.count += 1
+        unique = f"{os.getpid()}{Naps.count:03d}"
+        self.script = f"37.{unique}"  # hangs.py: plumbum's sleep
+        self.run = f"38.{unique}"  # sleeps: the run line's sleep
+
+
 @pytest.fixture
-def hello(suite: Suite) -> Suite:
+def naps() -> Naps:
+    return Naps()
+
+
+@pytest.fixture
+def hello(suite: Suite, naps: Naps) -> Suite:
     suite.package(
         "hello",
-        TESTS_YAML,
+        TESTS_YAML.replace("@RUN_NAP@", naps.run),
         {
             "greet.py": GREET,
             "test_module.py": MODULE,
-            "hangs.py": HANGS,
+            "hangs.py": HANGS.replace("@SCRIPT_NAP@", naps.script),
             "skel/input.txt": "skel data 42\n",
         },
     )
@@ -205,21 +226,21 @@ def test_the_timeout_is_suspended_while_ipdb_is_open(hello: Suite) -> None:
     assert "timed out" not in rest
 
 
-def test_a_timeout_opens_ipdb_where_the_script_hangs(hello: Suite) -> None:
+def test_a_timeout_opens_ipdb_where_the_script_hangs(hello: Suite, naps: Naps) -> None:
     child = spawn(nixtest_args(hello, "debug", "hello::hangs"), hello.root)
     start = time.monotonic()
     before = at_ipdb(child)
     assert time.monotonic() - start < 20
     assert "TestTimeout: timed out after 2 seconds" in before
     assert f"> {hello.tests / 'hello' / 'hangs.py'}(3)<module>()" in before, before
-    assert "37" in ipdb_command(child, "p naptime")
+    assert naps.script in ipdb_command(child, "p naptime")
     code, rest = quit_ipdb(child)
     assert code == 1
     assert "timed out after 2 seconds (at line 3 of hangs.py)" in rest
-    assert not pids_matching("sleep 37")
+    assert not pids_matching(f"sleep {naps.script}")
 
 
-def test_a_wrapper_run_by_hand_applies_the_tests_timeout(hello: Suite) -> None:
+def test_a_wrapper_run_by_hand_applies_the_tests_timeout(hello: Suite, naps: Naps) -> None:
     run_nixtest(hello, "hello::hangs", "hello::sleeps")
     for test, message in [
         ("hangs", "hello::hangs failed: timed out after 2 seconds (at line 3 of hangs.py)"),
@@ -236,10 +257,10 @@ def test_a_wrapper_run_by_hand_applies_the_tests_timeout(hello: Suite) -> None:
         [str(hello.wrapper("hello", "sleeps")), "--timeout", "1"], capture_output=True, text=True, timeout=60
     )
     assert "timed out after 1 seconds" in done.stderr
-    assert not pids_matching("sleep 37") and not pids_matching("sleep 38")
+    assert not pids_matching(f"sleep {naps.script}") and not pids_matching(f"sleep {naps.run}")
 
 
-def test_a_run_test_on_a_terminal_is_timed_and_leaves_nothing(hello: Suite) -> None:
+def test_a_run_test_on_a_terminal_is_timed_and_leaves_nothing(hello: Suite, naps: Naps) -> None:
     run_nixtest(hello, "hello::sleeps")
     child = spawn([str(hello.wrapper("hello", "sleeps"))], hello.root)
     child.expect("sleeping")
@@ -248,7 +269,7 @@ def test_a_run_test_on_a_terminal_is_timed_and_leaves_nothing(hello: Suite) -> N
     assert child.exitstatus == 1
     assert "timed out after 2 seconds" in plain(child.before)
     time.sleep(0.5)
-    assert not pids_matching("sleep 38")
+    assert not pids_matching(f"sleep {naps.run}")
 
 
 def test_ipdb_on_a_run_test_says_so_and_offers_a_shell(hello: Suite) -> None:
