@@ -310,7 +310,7 @@ def test_a_baseline_from_junit_xml_gives_the_changes_of_the_run_id(world: World,
     world.tests_of("pkg", "tests:\n  a: {run: /bin/false}\n  b: {run: /bin/true}\n  d: {run: /bin/true}\n")
     by_id = world.run("--baseline", base.report["run"], "--no-cache")
     by_junit = world.run("--baseline", str(artifact), "--no-cache")
-    by_report = world.run("--baseline", str(tmp_path / "report.json"), "--no-cache")
+    by_report = world.run(NIXTEST_BASELINE=str(tmp_path / "report.json"), NIXTEST_NO_CACHE="1")
     expected = {"pkg::a": "newly-failing", "pkg::b": "newly-succeeding", "pkg::d": "new"}
     for done in (by_id, by_junit, by_report):
         assert done.changes() == expected, done.text
@@ -341,7 +341,8 @@ def test_a_test_failing_every_other_attempt_is_flaky_under_retries(world: World)
     assert "nixtest: flaky: pkg::wobbly (passed at attempt 2)" in done.stdout
     assert (done.out / "logs" / "pkg" / "wobbly.attempt-1.log").is_file()
     # a flaky pass is never cached: the next run runs it (and it fails, then passes again)
-    again = world.run("--retries", "2")
+    again = world.run(NIXTEST_RETRIES="2")
+    assert again.tests()["pkg::wobbly"]["attempts"] == 2
     assert again.cached() == set()
     assert "pkg::wobbly: flaky: passed and failed with these inputs" in again.stdout
     # without retries it fails once, then passes: the same input key both passed and failed
@@ -354,6 +355,10 @@ def test_a_test_failing_every_other_attempt_is_flaky_under_retries(world: World)
     assert history.stdout.splitlines()[0].startswith("pkg::wobbly: flaky")
     runs = world.nixtest("history")
     assert runs.stdout.splitlines()[0].startswith(f"run {passing.report['run']} ")
+    assert "1 flaky" in runs.stdout.splitlines()[0]
+    package = world.nixtest("history", "pkg", "--limit", "2")
+    assert package.stdout.splitlines()[0].startswith("pkg::wobbly: flaky")
+    assert len(package.stdout.splitlines()) == 3  # the verdict and two results
 
 
 @pytest.mark.tools("xmllint")
