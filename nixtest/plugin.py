@@ -321,7 +321,7 @@ class ResultCollector:
             # the comparison first: every report shows it
             tests_dir = self._tests_dir()
             baseline = self.config.getoption("nixtest_baseline")
-            self.history.finish(summary, tests_dir, baseline, _defined_tests(tests_dir))
+            self.history.finish(summary, baseline, _defined_tests(tests_dir))
             self.history.attach_strips(summary, context.out)
         finally:
             write_reports(summary, context.out)

@@ -519,3 +519,20 @@ def test_a_killed_run_keeps_what_it_finished(world: World) -> None:
     # the killed run's finished pass is in the history; it is no baseline (it never ended)
     assert done.cached() == {"pkg::a-fast"}
     assert done.report["baseline"] is None
+
+
+def test_a_partial_run_does_not_make_the_other_tests_new(world: World) -> None:
+    chain(world)
+    world.run()
+    # only one package: the others were not selected, not added or removed
+    one = world.run("other")
+    assert one.changes() == {"other::works": "still-succeeding", "other::broken": "still-failing"}
+    assert one.report["removed"] == []
+    everything = world.run()
+    assert set(everything.changes().values()) == {"still-succeeding", "still-failing"}
+    assert everything.report["baseline"] == one.report["run"]
+    # a run that finished no test is no baseline
+    collected = world.run("--", "--collect-only")
+    assert collected.code == 0, collected.text
+    after = world.run()
+    assert after.report["baseline"] == everything.report["run"]

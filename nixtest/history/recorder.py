@@ -62,7 +62,11 @@ class HistoryRecorder:
             last = self.store.last_run(self.set_spec, self.tests_dir, before=self.run_id)
             if last is None:
                 return None
-            baseline = compare.from_run(self.store, last.id)
+            # a test the last run did not select (`nixtest run sed`) is compared with
+            # its latest result before: only a test never seen is new
+            outcomes = self.store.latest_outcomes(self.set_spec, self.tests_dir, before=self.run_id)
+            outcomes.update(compare.from_run(self.store, last.id).outcomes)
+            baseline = compare.Baseline(str(last.id), outcomes)
         changes, removed = compare.compare(run.results, baseline, exists)
         for result in run.results:
             result.change = changes.get(result.nodeid, "")

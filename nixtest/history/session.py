@@ -102,12 +102,11 @@ class HistorySession:
         except Exception as exc:  # noqa: BLE001 - the history never fails a run
             self._warn(f"cannot record {result.nodeid} in {self.path}: {type(exc).__name__}: {exc}")
 
-    def finish(
-        self, run: RunSummary, tests_dir: Path, baseline: str | None, exists: Callable[[str], bool]
-    ) -> None:
+    def finish(self, run: RunSummary, baseline: str | None, exists: Callable[[str], bool]) -> None:
         """Compares the run with its baseline and closes its record."""
         try:
-            recorder = self._recorder_for(tests_dir)
+            # a run that finished no test (--collect-only, an early Ctrl-C) is no run to compare with
+            recorder = self._recorder
             if recorder is None:
                 return
             run.run_id = str(recorder.run_id)

@@ -324,6 +324,19 @@ class HistoryStore:
         )
         return self._run_record(row) if row is not None else None
 
+    def latest_outcomes(self, set_spec: str, tests_dir: str, before: int, runs: int = 20) -> dict[str, str]:
+        """Each test's outcome in the latest of the last `runs` finished runs before `before` that had it."""
+        rows = self._rows(
+            "SELECT r.package, r.test, r.outcome FROM results r JOIN ("
+            "  SELECT id FROM runs WHERE set_spec = ? AND tests_dir = ? AND end IS NOT NULL AND id < ?"
+            "  ORDER BY id DESC LIMIT ?) u ON r.run_id = u.id ORDER BY r.id DESC",
+            (set_spec, tests_dir, before, runs),
+        )
+        found: dict[str, str] = {}
+        for package, test, outcome in rows:
+            found.setdefault(f"{package}::{test}", outcome)
+        return found
+
     def run_results(self, run_id: int) -> list[ResultRecord]:
         rows = self._rows(
             f"SELECT {_RESULT_COLUMNS} FROM results WHERE run_id = ? ORDER BY package, test, id", (run_id,)
