@@ -297,3 +297,20 @@ def test_nixtest_run_as_nobody_skips_needs_root(demo: DemoRun) -> None:
         assert outcome == "skipped" and message == "restriction needs-root: it runs only as root"
     finally:
         remove_tree(root)
+
+
+def test_keep_keeps_the_folder_and_the_artifacts_of_a_rerun(demo: DemoRun) -> None:
+    done = subprocess.run(
+        [str(demo.wrapper("environment")), "--keep"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    kept = [line.rpartition(": ")[2] for line in lines if "working directory kept: " in line]
+    artifacts = [line.rpartition("artifacts in ")[2] for line in lines if "artifacts in " in line]
+    assert len(kept) == 1 and artifacts == [f"{kept[0]}/artifacts"]
+    try:
+        # a rerun writes only to its own folder: not to the run's OUT/artifacts
+        assert Path(artifacts[0], "note.txt").read_text() == "kept\n"
+        assert (Path(kept[0]) / "src" / "debian" / "tests" / "control").is_file()
+    finally:
+        shutil.rmtree(kept[0], ignore_errors=True)
