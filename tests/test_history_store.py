@@ -343,3 +343,20 @@ def test_the_interpreter_is_an_input_of_python_code_only(tmp_path: Path) -> None
     assert changes(inputs_of(classic, pset).parts, inputs_of(classic, pset, python=other).parts) == [
         f"python {os.path.realpath(sys.executable)} -> {os.path.realpath(other)}"
     ]
+
+
+def test_the_store_and_the_comparison_depend_on_the_model_only() -> None:
+    """history/store.py and compare.py import nothing of nixtest but the model (STYLE.md's layers)."""
+    import ast
+
+    import nixtest.history
+
+    allowed = {"nixtest.errors", "nixtest.results", "nixtest.history", "nixtest.history.store"}
+    folder = Path(nixtest.history.__file__).parent
+    for name in ("store.py", "compare.py", "__init__.py"):
+        tree = ast.parse((folder / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nixtest"):
+                assert node.module in allowed, f"history/{name} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("nixtest") for a in node.names), f"history/{name}"
