@@ -360,3 +360,19 @@ def test_the_store_and_the_comparison_depend_on_the_model_only() -> None:
                 assert node.module in allowed, f"history/{name} imports {node.module}"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("nixtest") for a in node.names), f"history/{name}"
+
+
+def test_a_database_of_a_newer_nixtest_is_refused_in_one_line(tmp_path: Path) -> None:
+    from nixtest.history.store import HistoryError
+
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError) as info:
+        HistoryStore(path)
+    assert info.value.message == (
+        f"{path} was written by a newer nixtest (schema 99, this one reads 1): use another --state folder"
+    )

@@ -174,6 +174,12 @@ class HistoryStore:
             raise HistoryError(f"cannot open the history {self.path}: {exc.strerror or exc}") from exc
 
     def _create(self) -> None:
+        try:
+            known = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:
+            known = None  # a new database: no tables yet
+        if known is not None and int(known[0]) == SCHEMA_VERSION:
+            return  # made already: no write lock taken just to open it
         with self._write() as db:
             for statement in _TABLES.split(";"):
                 if statement.strip():
