@@ -5,14 +5,58 @@ Standard library only: the driver inside a wrapper uses it too.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import selectors
+import shlex
 import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Callable
 
 MASK = b"***"
+
+# Terminal escape sequences (ECMA-48).  Order matters: the string commands
+# (OSC, DCS, SOS, PM, APC) and CSI first, then any other two-character escape,
+# then a lone ESC.  A string command without terminator ends at the line's end,
+# so a stray "ESC ]" cannot swallow megabytes of output.  The reports remove
+# them; a secret is masked again after that (see `mask_clean`).
+ESCAPES = re.compile(
+    r"""
+      \x1b[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?   # OSC/DCS/SOS/PM/APC ... BEL or ST
+    | \x1b\[[0-?]*[ -/]*[@-~]                      # CSI: ESC [ params intermediates final
+    | \x9b[0-?]*[ -/]*[@-~]                        # CSI, 8-bit form
+    | \x1b[ -/]*[0-~]                              # nF/Fp/Fe/Fs: ESC ( B, ESC 7, ESC c ...
+    | \x1b                                         # whatever ESC is left
+    """,
+    re.VERBOSE,
+)
+
+
+def renderings(secret: str) -> set[str]:
+    """The secret, and each way nixtest itself may write it: shell-quoted, repr, JSON."""
+    forms = {
+        secret,
+        shlex.quote(secret),
+        # inside a longer single-quoted word, as shlex and plumbum write a quote
+        secret.replace("'", "'\"'\"'"),
+        secret.replace("'", "'\\''"),
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    return {form for form in forms if form}
+
+
+def _all_forms(secrets: Iterable[str]) -> list[str]:
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms |= renderings(secret)
+    return sorted(forms, key=len, reverse=True)
+
+
 #: how much of a test's output is kept in memory (the log file has all of it)
 DEFAULT_TAIL = 256 * 1024
 
@@ -27,7 +71,7 @@ class Masker:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        values = {s.encode("utf-8", "surrogateescape") for s in secrets if s}
+        values = {s.encode("utf-8", "surrogateescape") for s in _all_forms(secrets)}
         self.secrets = sorted(values, key=len, reverse=True)
         self.hold = max((len(s) for s in self.secrets), default=1) - 1
         self.pending = b""
@@ -62,8 +106,24 @@ class Masker:
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+    for secret in _all_forms(secrets):
         text = text.replace(secret, MASK.decode())
+    return text
+
+
+def mask_clean(text: str, secrets: Iterable[str]) -> str:
+    """`text` as the reports show it, escape sequences removed, and then masked.
+
+    A test that prints a secret's halves around `ESC[31m` shows the whole
+    secret once the escape is gone: masking must come after.
+    """
+    forms = _all_forms(secrets)
+    if not forms or not text:
+        return text
+    if "\x1b" in text or "\x9b" in text:
+        text = ESCAPES.sub("", text)
+    for form in forms:
+        text = text.replace(form, MASK.decode())
     return text
 
 

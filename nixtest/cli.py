@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -21,7 +22,57 @@ install()  # bash completion that keeps PKG::TEST one word
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: pytest's exit codes, which nixtest keeps
+EXIT_INTERRUPTED = 2
 EXIT_USAGE = 4
+#: the most tests -j runs at once: more would only exhaust the machine
+MAX_JOBS = 1024
+
+
+class Seconds(click.ParamType):
+    """A --timeout: seconds; 0 for no timeout; no nan, no negative number."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"not a number of seconds: {value!r}", param, ctx)
+        if math.isnan(number) or number < 0:
+            self.fail(f"must be a number of seconds >= 0 (0: no timeout), got {value!r}", param, ctx)
+        return number
+
+
+SECONDS = Seconds()
+
+
+class Group(click.Group):
+    """The command group, with pytest's exit codes for what click decides itself.
+
+    Click exits 2 on a usage error and prints "Aborted!" with exit 1 on
+    Ctrl-C; nixtest's usage errors exit 4 and an interrupted run exits 2.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        # umask 000 must not make run.json, the state folder or a report world-writable
+        os.umask(os.umask(0o022) | 0o022)
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("nixtest: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # `nixtest list | head`: the reader has gone, nothing is wrong
+            sys.stderr.close()
+            sys.exit(1)
 
 
 def _decorate(func: F, options: list[Callable[[Any], Any]]) -> F:
@@ -103,9 +154,9 @@ def run_options(func: F) -> F:
             "--timeout",
             default=None,
             envvar="NIXTEST_TIMEOUT",
-            type=float,
+            type=SECONDS,
             metavar="S",
-            help="timeout of tests that set none [default: 600]",
+            help="timeout of tests that set none; 0: no timeout [default: 600]",
         ),
         click.option("-v", "--verbose", count=True, help="more output"),
     ]
@@ -164,7 +215,7 @@ def history_args(
     return tuple(args)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nixtest")
 def main() -> None:
     """Test a package set one package at a time."""
@@ -225,6 +276,12 @@ def pytest_args(
     cache_dir: Path | None = None,
 ) -> list[str]:
     args = [*paths, "--nixtest-set", set_spec, "--nixtest-out", str(out), "-rfEs"]
+    # Package folders only: no Python file under --tests is imported or run in this process
+    # (as root, with the full environment), no conftest.py, and pytest does not walk the
+    # folders above --tests (an unreadable one beside them would stop the run).
+    args += ["--nixtest-packages-only", "--noconftest"]
+    if paths:
+        args += ["--confcutdir", os.path.commonpath([os.path.abspath(p) for p in paths])]
     if cache_dir is not None:
         # pytest's cache (its last-failed list, for `nixtest rerun`) kept per output folder
         args += ["-o", f"cache_dir={cache_dir}"]
@@ -242,8 +299,10 @@ def pytest_args(
         args += ["--nixtest-timeout", str(timeout)]
     if keyword:
         args += ["-k", keyword]
-    if jobs != "auto" and not jobs.isdigit():
+    if jobs != "auto" and not (jobs.isascii() and jobs.isdigit()):
         raise UsageError(f"-j takes a number or 'auto', got {jobs!r}")
+    if jobs != "auto" and int(jobs) > MAX_JOBS:
+        raise UsageError(f"-j {jobs}: at most {MAX_JOBS} tests run at once")
     # nixtest's own scheduler, in the one process (pytest-xdist's -n stays for spreading runs)
     args += ["--nixtest-jobs", jobs]
     if verbose:
@@ -485,7 +544,7 @@ def show(test: str, set_spec: str, tests_dir: Path, out: Path, state: Path | Non
     "--timeout",
     default=None,
     envvar="NIXTEST_TIMEOUT",
-    type=float,
+    type=SECONDS,
     metavar="S",
     help="timeout if the test sets none [default: 600]; suspended while ipdb is open",
 )

@@ -7,8 +7,10 @@ the file itself cannot be read), so the rest of the set still runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -22,9 +24,16 @@ DEFAULT_TIMEOUT = 600.0
 
 Kind = Literal["classic", "pytest", "run", "imports", "autopkgtest"]
 
-TEST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# \Z, never $: `$` also matches before a final newline, and "name\n" would pass
+TEST_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+#: a tests.yaml larger than this is refused before it is parsed
+MAX_FILE = 4 * 1024 * 1024
+#: YAML nodes a tests.yaml may stand for once its aliases are expanded
+MAX_NODES = 200_000
+#: how much of a value an error message quotes
+QUOTE_LIMIT = 80
 
 KEYS = {
     "script",
@@ -196,10 +205,88 @@ def find_packages(tests_dir: Path) -> list[Path]:
     """The package folders below `tests_dir`, sorted by name."""
     if not tests_dir.is_dir():
         return []
-    return sorted(
-        (p for p in tests_dir.iterdir() if (p / DEFINITIONS_FILE).is_file()),
-        key=lambda p: p.name,
-    )
+    return sorted((p for p in tests_dir.iterdir() if is_package_folder(p)), key=lambda p: p.name)
+
+
+def is_package_folder(path: Path) -> bool:
+    """Whether `path` is a package folder: a folder with something named tests.yaml.
+
+    Anything by that name counts (a folder, a FIFO, a dangling link or a
+    symlink loop too), so that `load_package` says what is wrong with it
+    instead of the package being skipped silently.
+    """
+    return os.path.isdir(path) and os.path.lexists(os.path.join(path, DEFINITIONS_FILE))
+
+
+def _read_definitions(file: Path) -> str:
+    """The text of a tests.yaml: a regular file of bounded size, opened without blocking."""
+    try:
+        info = os.stat(file)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DefinitionsUnreadable("is a symlink loop") from None
+        if exc.errno == errno.ENOENT and os.path.islink(file):
+            raise DefinitionsUnreadable(f"is a dangling symlink (to {os.readlink(file)})") from None
+        raise
+    if stat.S_ISDIR(info.st_mode):
+        raise DefinitionsUnreadable("is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DefinitionsUnreadable("is not a regular file (a FIFO, socket or device)")
+    if info.st_size > MAX_FILE:
+        raise DefinitionsUnreadable(f"is larger than {MAX_FILE // (1024 * 1024)} MiB")
+    # O_NONBLOCK: a FIFO swapped in after the check does not hang the run
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise DefinitionsUnreadable(f"is larger than {MAX_FILE // (1024 * 1024)} MiB")
+    return data.decode("utf-8")
+
+
+class DefinitionsUnreadable(Exception):
+    """A tests.yaml that is not a file nixtest reads."""
+
+
+def _bound_aliases(text: str) -> None:
+    """Refuses a document whose aliases expand past `MAX_NODES` nodes (a "billion laughs").
+
+    PyYAML expands every alias into the loaded value: a kilobyte of nested
+    aliases becomes gigabytes.  The parser's events are counted first, each
+    alias weighing as much as the node it names.
+    """
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = []
+    total = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([event.anchor, 1])
+            continue
+        if isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(str(event.anchor), 1)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, size = stack.pop()
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = size
+        if stack:
+            stack[-1][1] += size
+            size = stack[-1][1]
+        else:
+            total += size
+            size = total
+        if size > MAX_NODES:
+            raise DefinitionsUnreadable(
+                f"its aliases expand to more than {MAX_NODES} values (an alias bomb?)"
+            )
+
+
+def quote(value: object) -> str:
+    """`repr(value)`, cut to `QUOTE_LIMIT` characters: an error message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 def load_package(package_dir: Path) -> list[Definition]:
@@ -209,12 +296,15 @@ def load_package(package_dir: Path) -> list[Definition]:
     package = package_dir.name
     shown = display_path(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read_definitions(file)
+        _bound_aliases(text)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DefinitionsUnreadable as exc:
+        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, str(exc)))]
     except (OSError, UnicodeDecodeError) as exc:
         return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, _why(exc)))]
     except yaml.YAMLError as exc:
-        problem = "malformed YAML: " + " ".join(str(exc).split())
+        problem = "malformed YAML: " + " ".join(str(exc).split())[:500]
         return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, problem))]
     if not isinstance(data, dict):
         err = DefinitionError(shown, None, None, f"must be a mapping with key 'tests', got {_typename(data)}")
@@ -225,7 +315,7 @@ def load_package(package_dir: Path) -> list[Definition]:
         return [BadTest(package, DEFINITIONS_FILE, file, err)]
     extra = sorted(str(k) for k in data if k != "tests")
     if extra or "tests" not in data:
-        problem = f"unknown key {extra[0]!r}" if extra else "missing key 'tests'"
+        problem = f"unknown key {quote(extra[0])}" if extra else "missing key 'tests'"
         key = extra[0] if extra else "tests"
         err = DefinitionError(shown, None, key, problem + "; the file holds one key, 'tests'")
         return [BadTest(package, DEFINITIONS_FILE, file, err)]
@@ -304,13 +394,17 @@ class _Checker:
             raise self.fail(key, f"must be a list of strings, got {_typename(value)}")
         return tuple(self.string(f"{key}[{i}]", item) for i, item in enumerate(value))
 
-    def path(self, key: str, value: Any, *, directory: bool | None = None) -> Path:
+    def path(self, key: str, value: Any, *, directory: bool | None = None, confined: bool = True) -> Path:
         text = self.string(key, value)
         if os.path.isabs(text):
-            raise self.fail(key, f"must be relative to the package's folder, got {text!r}")
+            raise self.fail(key, f"must be relative to the package's folder, got {quote(text)}")
         path = (self.base / text).resolve()
         if not path.exists():
             raise self.fail(key, f"no such file or folder: {display_path(self.base / text)}")
+        base = self.base.resolve()
+        if confined and path != base and base not in path.parents:
+            # a definition must not copy /etc/shadow into a test's folder, or run a file from elsewhere
+            raise self.fail(key, f"must stay inside the package's folder, got {quote(text)} (it is {path})")
         if directory is True and not path.is_dir():
             raise self.fail(key, f"must be a folder: {display_path(self.base / text)}")
         if directory is False and not path.is_file():
@@ -320,9 +414,12 @@ class _Checker:
     def relative_name(self, key: str, name: Any) -> str:
         text = self.string(key, name)
         parts = Path(text).parts
-        if os.path.isabs(text) or ".." in parts or text in (".", "profile"):
-            raise self.fail(key, f"must be a name inside the working directory, got {text!r}")
-        return text
+        first = os.path.normpath(text).split("/")[0]
+        # `profile` (also `./profile`, `profile/`, `profile/x`) is the shared profile: a
+        # link or a copy there would write into it; `.tmp` is the test's TMPDIR
+        if os.path.isabs(text) or ".." in parts or first in (".", "profile", ".tmp"):
+            raise self.fail(key, f"must be a name inside the working directory, got {quote(text)}")
+        return os.path.normpath(text)
 
     def pattern(self, key: str, value: Any) -> tuple[str, ...]:
         patterns: tuple[str, ...] = (value,) if isinstance(value, str) else self.string_list(key, value)
@@ -361,7 +458,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
     imports: tuple[str, ...] = ()
     if "script" in body:
         script = check.path("script", body["script"], directory=False)
-        kind = "pytest" if re.match(r"^test_.*\.py$", script.name) else "classic"
+        kind = "pytest" if re.fullmatch(r"test_.*\.py", script.name, re.DOTALL) else "classic"
     elif "run" in body:
         run = check.string("run", body["run"])
         kind = "run"
@@ -371,7 +468,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
             raise check.fail("imports", "must name at least one module")
         for i, module in enumerate(imports):
             if not MODULE_NAME.match(module):
-                raise check.fail(f"imports[{i}]", f"not a module name: {module!r}")
+                raise check.fail(f"imports[{i}]", f"not a module name: {quote(module)}")
         kind = "imports"
 
     expect = Expect()
@@ -386,7 +483,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
                 raise check.fail(f"expect.{key}", "unknown key; known keys: exit, stdout, stderr")
         code = raw.get("exit", 0)
         if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
-            raise check.fail("expect.exit", f"must be an exit code 0-255, got {code!r}")
+            raise check.fail("expect.exit", f"must be an exit code 0-255, got {quote(code)}")
         expect = Expect(
             exit=code,
             stdout=check.pattern("expect.stdout", raw["stdout"]) if "stdout" in raw else (),
@@ -410,7 +507,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
     secrets = check.string_list("secrets", body.get("secrets", []))
     for i, secret in enumerate(secrets):
         if not ENV_NAME.match(secret):
-            raise check.fail(f"secrets[{i}]", f"not a variable name: {secret!r}")
+            raise check.fail(f"secrets[{i}]", f"not a variable name: {quote(secret)}")
         if secret in environment or secret in RESERVED_ENV:
             raise check.fail(f"secrets[{i}]", f"{secret} is also set by the test or by nixtest")
 
@@ -435,7 +532,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
         if isinstance(target, list):
             links.append(Symlink(link, packages=check.string_list(key, target)))
         elif isinstance(target, str):
-            path = Path(target) if os.path.isabs(target) else check.path(key, target)
+            path = Path(target) if os.path.isabs(target) else check.path(key, target, confined=False)
             if not os.path.lexists(path):
                 raise check.fail(key, f"no such file or folder: {target}")
             links.append(Symlink(link, path=path))
@@ -446,7 +543,7 @@ def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> T
     if "timeout" in body:
         raw_timeout = body["timeout"]
         if isinstance(raw_timeout, bool) or not isinstance(raw_timeout, (int, float)) or raw_timeout <= 0:
-            raise check.fail("timeout", f"must be a positive number of seconds, got {raw_timeout!r}")
+            raise check.fail("timeout", f"must be a positive number of seconds, got {quote(raw_timeout)}")
         timeout = float(raw_timeout)
 
     return TestDef(

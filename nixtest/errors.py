@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the longest message an error carries
+MESSAGE_LIMIT = 2000
+
 
 class NixtestError(Exception):
     """Base of nixtest's own errors: its message is one line for the user."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split("\n")))
+        line = " ".join(message.split("\n"))
+        if len(line) > MESSAGE_LIMIT:  # a value quoted whole must not flood the terminal or a report
+            line = line[: MESSAGE_LIMIT - 3] + "..."
+        super().__init__(line)
 
     @property
     def message(self) -> str:

@@ -7,6 +7,7 @@ process group gets SIGTERM, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -18,9 +19,14 @@ from typing import Any
 
 from nixtest.capture import DEFAULT_TAIL, Masker, Tail, pump
 from nixtest.errors import ExecutionError
+from nixtest.safefs import make_folders, open_fresh
 
 #: seconds between SIGTERM and SIGKILL
 GRACE = 5.0
+#: seconds more than the grace before the wrapper's group is killed
+REAPER_SLACK = 2.0
+#: seconds the supervisor gets to stop a test on Ctrl-C before its group is killed
+STOP_GRACE = GRACE + REAPER_SLACK
 #: seconds to keep reading after the wrapper exited, for output still in the pipes
 DRAIN = 1.0
 
@@ -93,13 +99,19 @@ def run_supervised(
     `launch` (the zygote does: its child is like a `subprocess.Popen`, leading
     a session of its own); `argv` then only names it.  `append` adds to the log.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(log_path.parent)
     output = Tail(tail)
     maskers = {"stdout": Masker(secrets), "stderr": Masker(secrets)}
     streams = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)} if match_limit else {}
     start = time.time()
     # unbuffered: `tail -f` shows the output as it comes, and a killed worker loses none of it
-    with open(log_path, "ab" if append else "wb", buffering=0) as log:
+    # created afresh, never through a symlink someone planted where the log goes (appended
+    # to only when this run made it: the warm path's preparing wrapper wrote its start)
+    if append:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    else:
+        log_fd = open_fresh(log_path)
+    with os.fdopen(log_fd, "wb", buffering=0) as log:
 
         def write(data: bytes) -> None:
             view = memoryview(data)
@@ -137,11 +149,14 @@ def run_supervised(
         try:
             fds = pump(fds, on_data, deadline=deadline, stop=wrapper_done)
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                left = deadline - time.monotonic()
+                proc.wait(timeout=None if math.isinf(left) else max(0.0, left))
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _signal_group(pgid, signal.SIGTERM)
-                grace_end = time.monotonic() + grace
+                # the supervisor above the test (nixtest.child.reaper) kills what is left of
+                # the test after its own grace: it gets time to, before its group is killed
+                grace_end = time.monotonic() + grace + REAPER_SLACK
                 fds = pump(fds, on_data, deadline=grace_end, stop=wrapper_done)
                 try:
                     proc.wait(timeout=max(0.0, grace_end - time.monotonic()))
@@ -149,9 +164,15 @@ def run_supervised(
                     _signal_group(pgid, signal.SIGKILL)
                     proc.wait()
         except BaseException:
-            # Ctrl-C or an error here: leave nothing of the test running.
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait()
+            # Ctrl-C or an error here: leave nothing of the test running.  SIGTERM
+            # first: the supervisor above the test (nixtest.child.reaper) then ends
+            # also what the test detached from the group.
+            _signal_group(pgid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                _signal_group(pgid, signal.SIGKILL)
+                proc.wait()
             raise
         finally:
             # The wrapper is reaped by now: whatever it left behind in its group goes too.
@@ -170,7 +191,8 @@ def run_supervised(
     if timed_out:
         message = f"\nnixtest: timed out after {timeout:g} seconds; the test's process group was killed\n"
         output.add("stderr", message.encode())
-        with open(log_path, "ab") as tail_log:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "ab") as tail_log:
             tail_log.write(message.encode())
     return ProcessRun(
         command=list(argv),

@@ -10,7 +10,7 @@ import pytest
 
 from nixtest.definitions import Definition, load_package
 from nixtest.results import TestResult
-from nixtest.runner import Context, Prepared, execute, format_failure, prepare
+from nixtest.runner import Context, Interrupted, Prepared, execute, format_failure, prepare
 from nixtest.sources.autopkgtest import CONTROL, load_suite
 
 RESULT_PROPERTY = "nixtest_result"
@@ -69,7 +69,12 @@ class PackageTest(pytest.Item):
 
     def runtest(self) -> None:
         assert self.prepared is not None
-        result = self.finished if self.finished is not None else execute(self.prepared, self.context)
+        try:
+            result = self.finished if self.finished is not None else execute(self.prepared, self.context)
+        except Interrupted as stop:
+            # pytest reports nothing for a test Ctrl-C stopped: the reports still list it
+            self.config.stash[INTERRUPTED_KEY].append(stop.result)
+            raise
         self.finished = None
         self._record(result)
         if result.outcome == "skipped":
@@ -81,3 +86,5 @@ class PackageTest(pytest.Item):
 
 
 CONTEXT_KEY = pytest.StashKey[Context]()
+#: results of tests stopped by Ctrl-C, SIGTERM or SIGHUP
+INTERRUPTED_KEY = pytest.StashKey[list[TestResult]]()

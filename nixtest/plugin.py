@@ -2,23 +2,52 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nixtest.definitions import DEFINITIONS_FILE, load_package
+from nixtest.definitions import DEFINITIONS_FILE, is_package_folder, load_package
 from nixtest.errors import NixtestError
 from nixtest.history.compare import from_file as baseline_file
 from nixtest.history.session import FAIL_ON, HistorySession, parse_retries
-from nixtest.items import CONTEXT_KEY, RESULT_PROPERTY, AutopkgtestFolder, PackageFolder, PackageTest
+from nixtest.items import (
+    CONTEXT_KEY,
+    INTERRUPTED_KEY,
+    RESULT_PROPERTY,
+    AutopkgtestFolder,
+    PackageFolder,
+    PackageTest,
+)
 from nixtest.loop import RunLoop, parse_jobs
 from nixtest.results import RunSummary, TestResult
 from nixtest.runner import Context
+from nixtest.safefs import UntrustedPath, check_folder, lock_folder, make_folders
 from nixtest.sources.autopkgtest import is_suite
 from nixtest.wrappers import wrapper_path
+
+#: what a run collects and ignores (package folders only, see --nixtest-packages-only)
+IGNORED_KEY = pytest.StashKey[list[str]]()
+SEEN_KEY = pytest.StashKey[dict[str, str]]()
+LOCK_KEY = pytest.StashKey[int]()
+
+
+def timeout_value(text: str) -> float:
+    """A --timeout: seconds, 0 for none; no nan, no negative number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (0: no timeout), got {text!r}")
+    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,10 +67,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--nixtest-timeout",
-        type=float,
+        type=timeout_value,
         default=env("NIXTEST_TIMEOUT") or None,
         metavar="S",
-        help="timeout in seconds for tests that set none (env NIXTEST_TIMEOUT; default 600)",
+        help="timeout in seconds for tests that set none; 0: no timeout (env NIXTEST_TIMEOUT; default 600)",
+    )
+    group.addoption(
+        "--nixtest-packages-only",
+        action="store_true",
+        default=False,
+        help="collect package folders only, never a Python file; say what was ignored (nixtest run)",
     )
     group.addoption(
         "--nixtest-state",
@@ -108,6 +143,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # umask 000 must not make run.json, profiles or the state folder world-writable
+    os.umask(os.umask(0o022) | 0o022)
     kwargs: dict[str, Any] = {
         "set_spec": config.getoption("nixtest_set"),
         "out": Path(config.getoption("nixtest_out")),
@@ -136,16 +173,59 @@ def pytest_configure(config: pytest.Config) -> None:
     context.cache = history.cache
     context.no_cache_reason = "--no-cache" if history.no_cache else ""
     config.stash[CONTEXT_KEY] = context
-    if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(ResultCollector(config, history), "nixtest-results")
-        jobs = parse_jobs(str(config.getoption("nixtest_jobs")), "--nixtest-jobs")
-        config.pluginmanager.register(RunLoop(jobs), "nixtest-loop")
+    config.stash[IGNORED_KEY] = []
+    config.stash[SEEN_KEY] = {}
+    config.stash[INTERRUPTED_KEY] = []
+    if hasattr(config, "workerinput"):
+        return
+    if config.getoption("nixtest_packages_only"):
+        # `nixtest run`: a run of package tests from the start
+        _take_out(config, context)
+        _stop_on_signals()
+    config.pluginmanager.register(ResultCollector(config, history), "nixtest-results")
+    jobs = parse_jobs(str(config.getoption("nixtest_jobs")), "--nixtest-jobs")
+    config.pluginmanager.register(RunLoop(jobs), "nixtest-loop")
+
+
+def _take_out(config: pytest.Config, context: Context) -> None:
+    """OUT and the state folder: trusted (see safefs), and OUT for this run alone."""
+    try:
+        check_folder(context.out, "the output folder")
+        check_folder(context.state, "the state folder")
+        make_folders(context.out)
+        fd = lock_folder(context.out)
+    except UntrustedPath as exc:
+        raise pytest.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise pytest.UsageError(f"the output folder {context.out}: {exc.strerror or exc}") from None
+    if fd is None:
+        raise pytest.UsageError(
+            f"another nixtest run is writing into {context.out}; wait for it or use another --out"
+        )
+    config.stash[LOCK_KEY] = fd
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop a run as Ctrl-C does: tests stopped, reports written, exit 2."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, interrupt)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     context = config.stash.get(CONTEXT_KEY, None)
     if context is not None:
         context.close()
+    fd = config.stash.get(LOCK_KEY, None)
+    if fd is not None:
+        os.close(fd)
+        del config.stash[LOCK_KEY]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -183,18 +263,73 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     yield
 
 
-def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    try:
-        is_package = (path / DEFINITIONS_FILE).is_file()
-    except OSError:
-        # A folder this user may not enter (pytest also walks the parents of
-        # the tests folder, such as /tmp): not a package folder, not an error.
+def _note_ignored(config: pytest.Config, path: Path, why: str) -> None:
+    ignored = config.stash.get(IGNORED_KEY, None)
+    if ignored is not None:
+        ignored.append(f"{path}: {why}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `nixtest run` only package folders are collected: no Python file is imported here."""
+    if not config.getoption("nixtest_packages_only"):
         return None
-    if is_package:
+    path = collection_path
+    try:
+        if os.path.isdir(path):
+            real = os.path.realpath(path)
+            seen = config.stash[SEEN_KEY]
+            if real in seen:
+                # a symlink back up (a loop) or a second name of a folder: collected once
+                _note_ignored(config, path, f"the same folder as {seen[real]}")
+                return True
+            if not os.access(path, os.R_OK | os.X_OK):
+                _note_ignored(config, path, "cannot be read")
+                return True
+            return None
+    except OSError as exc:
+        _note_ignored(config, path, exc.strerror or str(exc))
+        return True
+    name = path.name
+    if name.endswith(".py"):
+        _note_ignored(config, path, "a Python file outside any package folder; it was not run")
+    elif name.lower().startswith("tests.") or name.lower().startswith("test."):
+        _note_ignored(config, path, f"not read: a package folder holds {DEFINITIONS_FILE}")
+    return True
+
+
+def _is_suite(path: Path) -> bool:
+    """An autopkgtest suite (debian/tests/control); False for a folder this user cannot read."""
+    try:
+        return is_suite(path)
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    if config.getoption("nixtest_packages_only"):
+        config.stash[SEEN_KEY].setdefault(os.path.realpath(path), str(path))
+    if is_package_folder(path):
         return PackageFolder.from_parent(parent, path=path)
-    if is_suite(path):
+    if _is_suite(path):
         return AutopkgtestFolder.from_parent(parent, path=path)
+    if config.getoption("nixtest_packages_only"):
+        # a plain folder even with an __init__.py: pytest's Package would import it here
+        return pytest.Dir.from_parent(parent, path=path)
     return None
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    ignored = config.stash.get(IGNORED_KEY, [])
+    if ignored:
+        terminalreporter.write_line(
+            f"nixtest: ignored {len(ignored)} path{'s' if len(ignored) != 1 else ''} "
+            f"(only package folders, folders holding {DEFINITIONS_FILE}, are collected):"
+        )
+        for line in ignored:
+            terminalreporter.write_line(f"  {line}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -237,6 +372,9 @@ class ResultCollector:
         self.active = self.active or any(isinstance(item, PackageTest) for item in session.items)
         if session.items:
             self.order = {item.nodeid: index for index, item in enumerate(session.items)}
+        if self.active and LOCK_KEY not in self.config.stash:
+            # plain `pytest package_tests/`: a run of package tests once they are found
+            _take_out(self.config, self.config.stash[CONTEXT_KEY])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -244,11 +382,22 @@ class ResultCollector:
         if not self.order:
             self.order = {nodeid: index for index, nodeid in enumerate(ids)}
         for nodeid in ids:
-            path = nodeid.partition("::")[0]
-            folder = self.config.rootpath / path
-            if (folder / DEFINITIONS_FILE).is_file() or is_suite(folder):
+            if self._folder(nodeid.partition("::")[0]) is not None:
                 self.active = True
                 return
+
+    def _folder(self, path: str) -> Path | None:
+        """The package folder of a node id's path part.
+
+        A node id names its folder relative to the root folder, or (for a
+        folder outside it, `--tests` elsewhere) to the argument it was found under.
+        """
+        bases = [self.config.rootpath, *(Path(arg.partition("::")[0]) for arg in self.config.args)]
+        for base in bases:
+            for candidate in (base / path, base.parent / path):
+                if is_package_folder(candidate) or _is_suite(candidate):
+                    return candidate
+        return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
@@ -265,9 +414,10 @@ class ResultCollector:
     def _lost(self, report: pytest.TestReport) -> None:
         """A package test that ended with no result of its own: its worker crashed."""
         path, _, name = report.nodeid.partition("::")
-        folder = self.config.rootpath / path
-        if not name or not (folder / DEFINITIONS_FILE).is_file():
+        found = self._folder(path)
+        if not name or found is None:
             return
+        folder = Path(os.path.realpath(found))
         text = report.longreprtext.strip().splitlines()
         # the worker wrote the wrapper and started the log before it died
         out = self.config.stash[CONTEXT_KEY].out
@@ -306,6 +456,9 @@ class ResultCollector:
         from nixtest.reports import write_reports
 
         context = self.config.stash[CONTEXT_KEY]
+        for result in self.config.stash.get(INTERRUPTED_KEY, []):
+            # the test Ctrl-C (or SIGTERM) stopped: pytest itself reports nothing for it
+            self.results.setdefault(result.nodeid, result)
         last = len(self.order)
         ordered = sorted(self.results.items(), key=lambda kv: self.order.get(kv[0], last))
         summary = RunSummary(
@@ -324,7 +477,13 @@ class ResultCollector:
             self.history.finish(summary, baseline, _defined_tests(tests_dir))
             self.history.attach_strips(summary, context.out)
         finally:
-            write_reports(summary, context.out)
+            try:
+                write_reports(summary, context.out)
+            except (NixtestError, OSError) as exc:
+                message = exc.message if isinstance(exc, NixtestError) else f"{exc.strerror or exc}"
+                # one line and exit 3 (internal error), not a traceback; no earlier report is kept
+                sys.stderr.write(f"nixtest: {message}\n")
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         regressions_only = self.config.getoption("nixtest_fail_on") == "regressions"
         if regressions_only and session.exitstatus == 1 and not summary.count_change("newly-failing"):
             # as in Debian's migration: a test that failed before does not block

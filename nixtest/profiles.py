@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from nixtest.errors import ProfileError, UnknownPackage
 from nixtest.packagesets import PackageSet
+from nixtest.safefs import CLAIM_MARK, check_tree, claim, remove_tree, sweep_unclaimed
 
 __all__ = [
     "MANIFEST",
@@ -45,6 +45,8 @@ _FORMAT = 2
 FOLD_MIN = 16
 
 _DIR_MODE = 0o755
+#: a profile being built: `<profiles>/.build-<key>-XXXX`, renamed into place when complete
+BUILD_PREFIX = ".build-"
 _FILE_MODE = 0o644
 
 
@@ -265,6 +267,31 @@ def _make_dirs(path: Path) -> None:
             os.chmod(d, _DIR_MODE)
 
 
+def _digest(root: Path) -> str:
+    """SHA-256 of the profile's tree: every folder and symlink, with its target.
+
+    Kept in the manifest: a profile that no longer matches it (a test removed
+    `profile/bin/ls`, someone added a file) is rebuilt, not reused.
+    """
+    entries: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        for name in sorted(dirs + files):
+            if rel == "." and name in (MANIFEST, CLAIM_MARK):
+                continue
+            path = os.path.join(folder, name)
+            inside = os.path.normpath(os.path.join(rel, name))
+            if os.path.islink(path):
+                entries.append(f"l {inside} {os.readlink(path)}")
+            elif os.path.isdir(path):
+                entries.append(f"d {inside}")
+            else:
+                entries.append(f"f {inside}")
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+    data = "\0".join(sorted(entries)).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(data).hexdigest()
+
+
 def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, object]) -> None:
     """Fill the empty directory `root` with the profile's tree and its manifest."""
     made: set[PurePosixPath] = set()
@@ -274,19 +301,36 @@ def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, ob
             (root / parent).mkdir(parents=True, exist_ok=True)
             made.update(p for p in [parent, *parent.parents] if p.parts)
         os.symlink(leaves[inside], root / inside)
-    for d in made:
-        os.chmod(root / d, _DIR_MODE)
+    manifest = dict(manifest, tree=_digest(root))
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     (root / MANIFEST).write_text(text, encoding="utf-8")
     os.chmod(root / MANIFEST, _FILE_MODE)
-    os.chmod(root, _DIR_MODE)  # mkdtemp made it 0700
+    # the build is complete: no longer a leftover for `sweep_unclaimed` to take
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(root / CLAIM_MARK)
+    # read-only to everyone, its owner (and the tests it runs) included: a test
+    # cannot remove what every later run reuses
+    for d in made:
+        os.chmod(root / d, _DIR_MODE & ~0o222)
+    os.chmod(root, _DIR_MODE & ~0o222)  # mkdtemp made it 0700
 
 
 def _read(path: Path, names: Sequence[str]) -> Profile:
-    """The profile at `path`, from its manifest; ValueError/OSError if it is not one."""
-    data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    """The profile at `path`, from its manifest; ValueError/OSError if it is not one to use.
+
+    Not one to use: not owned by us (or root), open to other users' writes, or
+    no longer the tree its manifest describes.
+    """
+    untrusted = check_tree(path)
+    if untrusted is not None:
+        raise ValueError(f"{path} is not closed to other users: {untrusted}")
+    fd = os.open(path / MANIFEST, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        data = json.loads(f.read())
     if not isinstance(data, dict) or data.get("packages") != list(names):
         raise ValueError(f"{path / MANIFEST} does not describe packages {list(names)}")
+    if data.get("tree") != _digest(path):
+        raise ValueError(f"{path} no longer matches its manifest")
     collisions = data.get("collisions", [])
     if not isinstance(collisions, list):
         raise ValueError(f"{path / MANIFEST}: bad collisions")
@@ -294,7 +338,8 @@ def _read(path: Path, names: Sequence[str]) -> Profile:
 
 
 def _discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        remove_tree(path)  # a profile's folders are read-only
 
 
 def profile_built(pset: PackageSet, packages: Sequence[str], state_dir: Path) -> bool | None:
@@ -343,6 +388,8 @@ def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
     profiles = Path(os.path.abspath(state_dir)) / "profiles"
     final = profiles / _dir_name(key, names)
 
+    # what builds killed outright (SIGKILL) left behind
+    sweep_unclaimed(profiles, BUILD_PREFIX)
     if os.path.lexists(final):
         try:
             return _read(final, names)
@@ -373,7 +420,8 @@ def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
     }
     try:
         _make_dirs(profiles)
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=profiles))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{key[:12]}-", dir=profiles))
+        lock = claim(tmp)
     except OSError as exc:
         raise ProfileError(f"cannot create a profile in {profiles}: {exc}") from exc
     try:
@@ -391,4 +439,6 @@ def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
     except BaseException:
         _discard(tmp)
         raise
+    finally:
+        os.close(lock)
     return Profile(final, tuple(names), tuple(collisions))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nixtest.capture import mask_clean
 from nixtest.child.expect import MATCH_LIMIT, failure_message
 from nixtest.child.expect import problems as expect_problems
 from nixtest.definitions import BadTest, Definition, TestDef, display_path
@@ -31,6 +32,7 @@ from nixtest.profiles import Profile, build_profile, default_state_dir
 from nixtest.results import Step, TestResult
 from nixtest.run.cache import CacheAnswer, ResultCache
 from nixtest.run.inputs import Inputs, inputs_of, timeout_of
+from nixtest.safefs import claim, make_folders, open_fresh, remove_tree, sweep_unclaimed
 from nixtest.wrappers import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -41,6 +43,9 @@ from nixtest.wrappers import (
     WrapperPlan,
     write_wrapper,
 )
+
+#: the private folder of one run, in $TMPDIR
+SCRATCH_PREFIX = "nixtest-run-"
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Context:
     _pset: PackageSet | None = None
     _profiles: dict[tuple[str, ...], Profile] = field(default_factory=dict)
     _scratch: Path | None = None
+    _scratch_lock: int | None = None
     counter: Iterator[int] = field(default_factory=itertools.count)
     #: whether Python-driven tests start from a warm zygote (nixtest.child.zygote)
     warm: bool = True
@@ -88,8 +94,12 @@ class Context:
     def scratch(self) -> Path:
         """A private folder for working directories and result files, removed at the end."""
         if self._scratch is None:
+            base = tempfile.gettempdir()
+            # what runs killed outright (SIGKILL) left behind
+            sweep_unclaimed(base, SCRATCH_PREFIX)
             # 0700: the working directories in it are nobody else's business
-            self._scratch = Path(tempfile.mkdtemp(prefix="nixtest-run-"))
+            self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base))
+            self._scratch_lock = claim(self._scratch)
         return self._scratch
 
     def zygote_for(self, prepared: Prepared) -> Zygote | None:
@@ -118,6 +128,17 @@ class Context:
         if self._scratch is not None:
             _remove_tree(self._scratch)
             self._scratch = None
+        if self._scratch_lock is not None:
+            os.close(self._scratch_lock)
+            self._scratch_lock = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, SIGHUP) while a test ran: carries the stopped test's result."""
+
+    def __init__(self, result: TestResult) -> None:
+        super().__init__(result.message)
+        self.result = result
 
 
 @dataclass
@@ -239,8 +260,10 @@ def _from_cache(answer: CacheAnswer, prepared: Prepared, ctx: Context) -> TestRe
     result = answer.result
     log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
     if answer.log is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_bytes(answer.log)
+        make_folders(log_path.parent)
+        # created afresh, never through a symlink planted where the log goes
+        with os.fdopen(open_fresh(log_path), "wb") as log:
+            log.write(answer.log)
     now = time.time()
     result.start, result.end = now, now
     result.cached, result.cached_from, result.reason = True, answer.run_id, answer.reason
@@ -258,6 +281,8 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
     """Runs a prepared test's wrapper once and reads what it did."""
     test = prepared.test
     timeout = timeout_of(test, ctx.timeout)
+    # --timeout 0 means no timeout, for nixtest as for the wrapper
+    timeout = timeout if timeout > 0 else math.inf
     # The working directory is made here, in our private scratch folder, and
     # removed here: also when the test is killed before it could clean up.
     # The wrapper prepares everything in it.
@@ -303,6 +328,11 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
     except NixtestError as exc:
         result.outcome, result.message, result.end = "error", exc.message, time.time()
         return result
+    except KeyboardInterrupt as exc:
+        why = str(exc) or "Ctrl-C"
+        result.outcome, result.end = "error", time.time()
+        result.message = f"interrupted ({why}): the test was stopped and its processes killed"
+        raise Interrupted(result) from None
     finally:
         records = _read_records(result_file)
         _remove_tree(workdir)
@@ -324,6 +354,11 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
             # the driver's own account: only what was printed outside the steps
             result.output = [(str(s), str(t)) for s, t in record.get("chunks", [])]
             result.output_dropped = int(record.get("dropped", 0))
+        elif record.get("type") == "killed":
+            # the supervisor ended processes the test left behind (nixtest.child.reaper)
+            killed = [str(p) for p in record.get("processes", [])]
+            shown = ", ".join(killed[:10]) + (f" and {len(killed) - 10} more" if len(killed) > 10 else "")
+            result.warnings.append(f"killed {len(killed)} leftover process(es) when the test ended: {shown}")
         elif record.get("type") == "exec" and test.run is not None:
             # the wrapper became the command: its exit code and output are the command's,
             # checked here as the driver checks them in a wrapper run by hand
@@ -358,6 +393,8 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
         from nixtest.run.autopkgtest import after_autopkgtest
 
         after_autopkgtest(result, prepared, ctx)
+    if secrets:
+        _mask_result(result, secrets)
     return result
 
 
@@ -410,6 +447,26 @@ def _run_warm(
     return run
 
 
+def _mask_result(result: TestResult, secrets: list[str]) -> None:
+    """Masks every text of a result as the reports will show it (escapes removed).
+
+    The output was masked as it came; a secret the test split with terminal
+    escapes, or that the driver quoted, is whole only now.
+    """
+
+    def chunks(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(stream, mask_clean(text, secrets)) for stream, text in items]
+
+    result.message = mask_clean(result.message, secrets)
+    result.output = chunks(result.output)
+    result.warnings = [mask_clean(w, secrets) for w in result.warnings]
+    for step in result.steps:
+        step.message = mask_clean(step.message, secrets)
+        step.command = mask_clean(step.command, secrets)
+        step.detail = mask_clean(step.detail, secrets)
+        step.output = chunks(step.output)
+
+
 def _decide(result: TestResult, end: dict[str, Any], timeout: float) -> None:
     """The outcome, from the wrapper's exit code and the driver's last word."""
     code = result.exit_code
@@ -460,17 +517,11 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _remove_tree(path: Path) -> None:
-    """Removes a test's folder, also where the test made folders read-only or removed it."""
+    """Removes a test's folder, also where the test made folders read-only or removed it.
 
-    def retry_writable(func: Any, name: str, exc_info: Any) -> None:
-        if isinstance(exc_info[1], FileNotFoundError):
-            return
-        os.chmod(os.path.dirname(name), 0o700)
-        if os.path.isdir(name) and not os.path.islink(name):
-            os.chmod(name, 0o700)
-        func(name)
-
-    shutil.rmtree(path, onerror=retry_writable)
+    Only the folder's own tree is touched (see `safefs.remove_tree`).
+    """
+    remove_tree(path)
 
 
 def format_failure(result: TestResult, tail_lines: int = 30) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from nixtest import __version__
 from nixtest.definitions import TestDef
 from nixtest.profiles import profile_env
+from nixtest.safefs import make_folders
 
 #: exit codes of a wrapper (and of the driver it runs)
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
@@ -186,6 +187,27 @@ def render(plan: WrapperPlan) -> str:
     template = f"nixtest-{t.package}-{t.name}.XXXXXX"
     lines += [
         "",
+        "nt_trusted() {",
+        "    nt_me=$(id -u) nt_d=$1 nt_self=1",
+        "    while :; do",
+        '        set -- $(ls -ldn -- "$nt_d")',
+        '        case "$nt_self:$3" in',
+        '            1:"$nt_me"|0:"$nt_me"|0:0) ;;',
+        "            *) printf '%s: --workdir %s: %s belongs to another user (uid %s)\\n' "
+        '"$0" "$nt_workdir" "$nt_d" "$3" >&2; return 1 ;;',
+        "        esac",
+        '        case "$1" in',
+        "            ?????w*|????????w*)",
+        '                case "$nt_self:$1" in 0:?????????[tT]*) ;; *)',
+        "                    printf '%s: --workdir %s: %s can be written by other users\\n' "
+        '"$0" "$nt_workdir" "$nt_d" >&2; return 1 ;;',
+        "                esac ;;",
+        "        esac",
+        '        if [ "$nt_d" = / ]; then return 0; fi',
+        "        nt_d=${nt_d%/*} nt_self=0",
+        '        if [ -z "$nt_d" ]; then nt_d=/; fi',
+        "    done",
+        "}",
         "# A new working directory of its own.",
         "nt_runner=0",
         'if [ -n "$nt_workdir" ] && [ -n "$nt_result" ]; then',
@@ -193,10 +215,12 @@ def render(plan: WrapperPlan) -> str:
         "    nt_wd=$nt_workdir nt_runner=1",
         'elif [ -n "$nt_workdir" ]; then',
         '    mkdir -p -- "$nt_workdir" || exit 3',
-        '    if [ -n "$(ls -A -- "$nt_workdir")" ]; then',
+        '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
+        "    # as sudo and OpenSSH do: no folder another user owns or can write to, nor below one",
+        '    nt_trusted "$nt_wd" || exit 4',
+        '    if [ -n "$(ls -A -- "$nt_wd")" ]; then',
         '        printf \'%s: --workdir %s is not empty\\n\' "$0" "$nt_workdir" >&2; exit 4',
         "    fi",
-        '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
         "else",
         f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(template)}) || exit 3',
         "fi",
@@ -256,8 +280,23 @@ def render(plan: WrapperPlan) -> str:
             libraries = value
             continue
         assigns.append(q(f"{key}={value}"))
-    assigns += [f'${{{s}+"{s}=${s}"}}' for s in t.secrets]
-    lines.append("set -- env -i \\")
+    keep = "".join(f" --keep {s}" for s in t.secrets)
+    # the profiles are shared by every test and run: read-only to the test, also to root
+    profiles = ['"$nt_profile"'] + [
+        q(p) for p in plan.links.values() if p != plan.profile and p.parent == plan.profile.parent
+    ]
+    keep += "".join(f" --read-only {p}" for p in dict.fromkeys(profiles))
+    timed = "run" if t.kind == "run" and not plan.driven else "none"
+    lines += [
+        "# The supervisor (nixtest.child.reaper) clears the environment as `env -i` does, takes the",
+        "# secrets from ours by name (no value is ever in an argv), and ends every process the",
+        "# test leaves behind.  It dies with its parent: with nixtest, or with this script.",
+        'if [ "$nt_runner" = 1 ]; then nt_parent=$PPID; else nt_parent=$$; fi',
+        "nt_timer=0",
+        f'if [ {timed} = run ] && [ "$nt_mode" = run ]; then nt_timer=$nt_timeout; fi',
+        'set -- "$nt_python" -I -m nixtest.child.reaper --parent "$nt_parent" --name "$nt_name" \\',
+        f'    --timeout "$nt_timer" --result "$nt_result"{keep} -- \\',
+    ]
     lines += [f"    {a} \\" for a in assigns]
     lines[-1] = lines[-1][:-2]
     lines += [
@@ -298,17 +337,10 @@ def render(plan: WrapperPlan) -> str:
     else:
         assert t.run is not None
         lines += [
-            "    nt_timer=",
-            "    # Timed by timeout(1) when it is at hand: in a group of its own that it kills whole,",
-            "    # except on a terminal, where the command stays in the foreground for Ctrl-C and input.",
-            '    if [ "$nt_timeout" != 0 ] && command -v timeout >/dev/null 2>&1; then',
-            "        nt_timer=$nt_timeout",
-            '        set -- -k 5 "$nt_timer" "$@"',
-            '        if [ -t 0 ]; then set -- timeout --foreground "$@"; else set -- timeout "$@"; fi',
-            "    fi",
+            "    # Timed by the supervisor (--timeout): SIGTERM to all the test started, SIGKILL 5 s later.",
             f'    "$@" /bin/sh -c {q(t.run)}',
             "    nt_rc=$?",
-            '    if [ -n "$nt_timer" ] && [ "$nt_rc" -eq 124 ]; then',
+            '    if [ "$nt_timer" != 0 ] && [ "$nt_rc" -eq 124 ]; then',
             '        printf \'nixtest: %s timed out after %s seconds\\n\' "$nt_name" "$nt_timer" >&2',
             "    fi",
             f'    if [ "$nt_rc" -eq {t.expect.exit} ]; then',
@@ -332,7 +364,9 @@ def write_wrapper(plan: WrapperPlan, out: Path) -> Path:
         if path.read_text(encoding="utf-8") == text and os.access(path, os.X_OK):
             return path
     except OSError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        pass
+    # a folder of our own, no symlink: the wrapper is what a later run (maybe root's) executes
+    make_folders(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{plan.test.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -384,7 +384,16 @@ def reported_kinds(run: Run) -> dict[tuple[str, str], str]:
         reported = junit_cases(run.out)
     except (OSError, ET.ParseError):
         return {}
-    return {key: kind for key, kind in run.scenario.kinds.items() if key in reported}
+    kinds = {}
+    for key, kind in run.scenario.kinds.items():
+        case = reported.get(key)
+        if case is None:
+            continue
+        error = case.find("error")
+        # the test the SIGINT stopped is reported too, as an error that says so
+        stopped = error is not None and "interrupted" in (error.get("message") or "")
+        kinds[key] = "interrupted" if stopped else kind
+    return kinds
 
 
 def is_bad(kind: str) -> bool:
@@ -402,7 +411,7 @@ def n_failures(kinds: dict[tuple[str, str], str]) -> int:
 
 
 def n_errors(kinds: dict[tuple[str, str], str]) -> int:
-    return sum(k in ("error", "crashed") for k in kinds.values())
+    return sum(k in ("error", "crashed", "interrupted") for k in kinds.values())
 
 
 # -- the run itself ------------------------------------------------------------
@@ -440,7 +449,9 @@ def test_the_reports_hold_the_right_tests(run: Run) -> None:
     # what finished before the SIGINT is there, and not everything ran
     assert ("coreutils", "quick-fail") in reported, run.why()
     if run.scenario.jobs == 1:
-        assert reported == {("coreutils", "quick-fail"), ("coreutils", "slow-1")}, run.why()
+        # and the one the SIGINT stopped, as an error
+        assert reported == {("coreutils", f) for f in ("quick-fail", "slow-1", "slow-2")}, run.why()
+        assert reported_kinds(run)[("coreutils", "slow-2")] == "interrupted", run.why()
     assert len(reported) < len(run.scenario.kinds), run.why()
 
 
@@ -499,6 +510,7 @@ def test_junit_outcomes_and_rerun_lines(run: Run) -> None:
             "timeout": ("failure", "timeout"),
             "error": ("error", "error"),
             "crashed": ("error", "error"),
+            "interrupted": ("error", "error"),
         }
         assert (result.tag, result.get("type")) == expected[kind], test
         assert result.get("message"), test
@@ -534,6 +546,7 @@ def test_junitparser_reads_the_same_counts(run: Run) -> None:
         "timeout": "Failure",
         "error": "Error",
         "crashed": "Error",
+        "interrupted": "Error",
     }
     assert seen == {key: names[kind] for key, kind in run.kinds.items()}
 
@@ -606,6 +619,9 @@ def test_logs_hold_the_full_raw_output(run: Run) -> None:
             first_line = expected[test].split(b"\n", 1)[0] + b"\n"
             assert raw.startswith(first_line), (test, raw[:300])
             assert expected[test][len(first_line) :] not in raw, (test, raw[:300])
+        elif kind == "interrupted":
+            # stopped by the SIGINT: what it printed until then is there
+            assert expected[test].startswith(raw[: len(expected[test])]), (test, raw[:300])
         else:
             assert raw.startswith(expected[test]), (test, raw[:300])
         if kind == "timeout":
@@ -630,6 +646,7 @@ def test_logxml_structure(run: Run) -> None:
         "timeout": "failed (timed out)",
         "error": "error",
         "crashed": "error",
+        "interrupted": "error",
     }
     for (package, test), kind in run.kinds.items():
         heads = [

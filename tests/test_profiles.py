@@ -211,11 +211,13 @@ def test_world_readable_whatever_the_umask(prefixes: PrefixSet, tmp_path: Path) 
         profile = build_profile(prefixes, ["a", "c"], tmp_path / "state")
     finally:
         os.umask(old)
-    for d in (tmp_path / "state", tmp_path / "state" / "profiles", profile.path):
+    for d in (tmp_path / "state", tmp_path / "state" / "profiles"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    # a profile is read-only, to its owner too: the tests it runs cannot change it
+    assert stat.S_IMODE(profile.path.stat().st_mode) == 0o555
     for dirpath, dirnames, _ in os.walk(profile.path):
         for name in dirnames:
-            assert stat.S_IMODE(os.lstat(Path(dirpath, name)).st_mode) == 0o755
+            assert stat.S_IMODE(os.lstat(Path(dirpath, name)).st_mode) == 0o555
     assert stat.S_IMODE((profile.path / MANIFEST).stat().st_mode) == 0o644
 
 

@@ -791,6 +791,21 @@ def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
     assert (tmp_path / "junit.xml").is_file() and (tmp_path / "log.xml").is_file()
 
 
+def test_a_report_that_cannot_be_written_leaves_no_earlier_one(tmp_path: Path) -> None:
+    """An earlier run's log.html must not sit beside this run's junit.xml."""
+    write_reports(make_run(tmp_path, failing=True), tmp_path)
+    assert (tmp_path / "nix-support" / "failed").is_file()
+    (tmp_path / "log.html").unlink()
+    (tmp_path / "log.html").mkdir()  # where the report goes, a folder: os.replace fails
+    (tmp_path / "log.html" / "keep").write_text("")
+    with pytest.raises(ReportError) as info:
+        write_reports(make_run(tmp_path, failing=False), tmp_path)
+    assert "log.html" in str(info.value)
+    assert not (tmp_path / "nix-support" / "failed").exists(), "the earlier run's failure marker"
+    assert ET.parse(tmp_path / "junit.xml").getroot().get("failures") == "0"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "temporary files left"
+
+
 def test_empty_run(tmp_path: Path) -> None:
     written = write_reports(RunSummary(start=0, end=0), tmp_path)
     assert len(written) == 6  # no failed marker

@@ -15,11 +15,14 @@ OUT/logs/<package>/<test>.log is written by the executor, not here.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from nixtest.errors import NixtestError
+from nixtest.reports.text import deferred_replace
 from nixtest.results import RunSummary
 
 
@@ -73,14 +76,44 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     failures: dict[str, BaseException] = {}
-    for reporter in REPORTERS if reporters is None else reporters:
+    # Every report is written in full first, then all are moved into place.  A
+    # broken writer does not silence the others, and an earlier run's report that
+    # this run could not replace is removed: the reports never mix two runs.
+    with deferred_replace() as pending:
+        for reporter in REPORTERS if reporters is None else reporters:
+            try:
+                written.extend(reporter.write(run, out))
+            except Exception as exc:  # noqa: BLE001 - collected, re-raised below
+                failures[reporter.name] = exc
+        moves = list(pending)
+    moved: set[str] = set()
+    for tmp, final in moves:
         try:
-            written.extend(reporter.write(run, out))
-        except Exception as exc:  # noqa: BLE001 - collected, re-raised below
-            failures[reporter.name] = exc
-    if failures:
-        raise ReportError(failures) from next(iter(failures.values()))
-    return written
+            os.replace(tmp, final)
+            moved.add(os.path.abspath(final))
+        except OSError as exc:
+            failures.setdefault(f"moving {final.name} into place", exc)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    if not failures:
+        return written
+    for name in EARLIER_REPORTS:
+        if os.path.abspath(out / name) not in moved:
+            with contextlib.suppress(OSError):
+                os.unlink(out / name)
+    raise ReportError(failures) from next(iter(failures.values()))
+
+
+#: the reports a run writes; those this run could not write are removed
+EARLIER_REPORTS = (
+    "junit.xml",
+    "log.xml",
+    "log.html",
+    "report.json",
+    "nix-support/hydra-build-products",
+    "nix-support/hydra-metrics",
+    "nix-support/failed",
+)
 
 
 __all__ = [

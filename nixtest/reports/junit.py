@@ -24,11 +24,18 @@ from nixtest.reports.common import (
     step_summary,
     suite_properties,
 )
-from nixtest.reports.text import OUTPUT_LIMIT, atomic_write, clean_tail_chunks, clean_text, omission_note
+from nixtest.reports.text import atomic_write, clean_tail_chunks, clean_text, omission_note
 from nixtest.results import Chunks, RunSummary, Step, TestResult
 
 #: a failure/error/skipped `message` attribute is one short line
 MESSAGE_LIMIT = 1024
+#: Output a test case keeps, in each of its failure text, system-out and system-err.
+#: junit.xml is read whole by CI servers (GitLab refuses large ones): a run of
+#: hundreds of chatty failures must stay a few megabytes.  log.html, log.xml and
+#: OUT/logs keep more.
+JUNIT_OUTPUT_LIMIT = 8 * 1024
+#: steps a test case lists one by one; the rest are counted
+JUNIT_STEPS = 50
 
 
 def _xml_text(s: str) -> str:
@@ -56,14 +63,14 @@ def _note(left_out: int, dropped: int, result: TestResult, out: Path) -> str:
 
 def _output_tail(chunks: Chunks, dropped: int, result: TestResult, out: Path) -> str:
     """Cleaned output, both streams, its tail after a note if something was cut."""
-    kept, left_out = clean_tail_chunks(chunks, OUTPUT_LIMIT)
+    kept, left_out = clean_tail_chunks(chunks, JUNIT_OUTPUT_LIMIT)
     text = _note(left_out, dropped, result, out) + "".join(t for _, t in kept)
     return text if text.endswith("\n") or not text else text + "\n"
 
 
 def _bounded_output(result: TestResult, out: Path) -> tuple[str, str]:
     """The test's output tail split into (stdout text, stderr text)."""
-    chunks, left_out = clean_tail_chunks(result.output, OUTPUT_LIMIT)
+    chunks, left_out = clean_tail_chunks(result.output, JUNIT_OUTPUT_LIMIT)
     stdout = "".join(t for s, t in chunks if s != "stderr")
     stderr = "".join(t for s, t in chunks if s == "stderr")
     note = _note(left_out, result.output_dropped, result, out)
@@ -114,9 +121,15 @@ def _system_out(result: TestResult, out: Path, stdout: str) -> str:
     lines.extend(f"warning: {w}" for w in result.warnings)
     if result.steps:
         lines.append("steps:")
-        for step in result.steps:
+        shown = result.steps
+        if len(shown) > JUNIT_STEPS:
+            bad = [s for s in shown if s.outcome in ("failed", "error")][:1]
+            shown = shown[: JUNIT_STEPS - 1] + [s for s in bad if s not in shown[: JUNIT_STEPS - 1]]
+        for step in shown:
             lines.append("  " + step_summary(step))
-            lines.extend("      " + fact for fact in step_lines(step))
+            lines.extend("      " + fact[:MESSAGE_LIMIT] for fact in step_lines(step))
+        if len(shown) < len(result.steps):
+            lines.append(f"  ... {len(result.steps) - len(shown)} more steps: see the full output")
     log = known_log(result, out)
     if log:
         lines.append(f"full output: {log}")

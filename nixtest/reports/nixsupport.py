@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from nixtest.reports.text import atomic_write
+from nixtest.reports.text import atomic_write, will_exist
 from nixtest.results import RunSummary
 
 #: where autopkgtests leave their artifacts: ARTIFACTS/<source>/<test>/
@@ -57,7 +57,7 @@ def build_products(out: Path) -> str:
     lines = []
     for type_, subtype, name, default in PRODUCTS:
         path = os.path.join(absout, name) if name else absout
-        if not os.path.exists(os.path.join(path, default) if default else path):
+        if not will_exist(os.path.join(path, default) if default else path):
             continue
         written = product_path(path)
         if written is None:

@@ -6,29 +6,16 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from nixtest.capture import ESCAPES as _ESCAPES
 
 #: How much of a test's (or a step's) output a report keeps: its last 64 KiB.
 #: The full output is in OUT/logs/<package>/<test>.log, written by the executor.
 OUTPUT_LIMIT = 64 * 1024
 
 REPLACEMENT = "\ufffd"
-
-# Terminal escape sequences (ECMA-48).  Order matters: the string commands
-# (OSC, DCS, SOS, PM, APC) and CSI first, then any other two-character escape,
-# then a lone ESC.  A string command without terminator ends at the line's end,
-# so a stray "ESC ]" cannot swallow megabytes of output.
-_ESCAPES = re.compile(
-    r"""
-      \x1b[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?   # OSC/DCS/SOS/PM/APC ... BEL or ST
-    | \x1b\[[0-?]*[ -/]*[@-~]                      # CSI: ESC [ params intermediates final
-    | \x9b[0-?]*[ -/]*[@-~]                        # CSI, 8-bit form
-    | \x1b[ -/]*[0-~]                              # nF/Fp/Fe/Fs: ESC ( B, ESC 7, ESC c ...
-    | \x1b                                         # whatever ESC is left
-    """,
-    re.VERBOSE,
-)
 
 # Everything XML 1.0 does not allow: legal are #x9 #xA #xD #x20-#xD7FF
 # #xE000-#xFFFD #x10000-#x10FFFF.  Lone surrogates (from errors="surrogateescape")
@@ -169,6 +156,32 @@ def default_log_path(out: Path, package: str, test: str) -> str:
     return os.path.join(os.path.abspath(out), "logs", package, f"{test}.log")
 
 
+#: (temporary file, final path) of the writes `deferred_replace` holds back
+_pending: list[tuple[str, Path]] | None = None
+
+
+@contextlib.contextmanager
+def deferred_replace() -> Iterator[list[tuple[str, Path]]]:
+    """Inside it, `atomic_write` writes each file in full but does not move it into place.
+
+    The caller moves all of them (or none): the reports of one run never mix
+    with an earlier run's.
+    """
+    global _pending
+    _pending = []
+    try:
+        yield _pending
+    finally:
+        _pending = None
+
+
+def will_exist(path: Path | str) -> bool:
+    """Whether `path` exists, or is written and waits to be moved into place."""
+    return os.path.exists(path) or any(
+        os.path.abspath(final) == os.path.abspath(path) for _, final in _pending or []
+    )
+
+
 def atomic_write(path: Path | str, data: bytes | str) -> Path:
     """Write `data` (str as UTF-8) to `path` via a temporary file and os.replace.
 
@@ -186,7 +199,10 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
             os.fsync(f.fileno())
         # mkstemp makes the file 0600; reports are for everyone to read.
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        if _pending is not None:
+            _pending.append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -1,0 +1,345 @@
+"""The supervisor above each test: every process the test started ends with it.
+
+A wrapper execs `python -I -m nixtest.child.reaper [options] -- NAME=VALUE... COMMAND...`
+(as `env -i` takes them).  The reaper
+
+- builds the test's environment from the assignments and from the secrets it
+  is told to keep (`--keep NAME`, read from its own environment): a secret's
+  value is never in an argv, not even briefly;
+- is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a process the test detaches
+  (`setsid cmd &`, a double fork) is re-parented to it, not to init;
+- dies with its parent (`PR_SET_PDEATHSIG`): when nixtest, or a pytest-xdist
+  worker, is killed, even by SIGKILL, the reaper gets SIGTERM and stops the test;
+- when the test's command ends, or on SIGTERM/SIGHUP, or at `--timeout`, sends
+  SIGTERM to everything left below it, SIGKILL after a grace period, and says
+  what it killed (on stderr, and as a `killed` record in `--result`).
+
+It stays a separate, single-threaded process above the test: never inside
+the pytest process, whose `subprocess` module reaps its own children.  A
+zygote's child may call `supervise()` after fork as well.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+#: seconds between SIGTERM and SIGKILL when the test's time is up (as `timeout -k 5`), or
+#: when the reaper is told to stop; nixtest (execution.py) waits a little longer before it
+#: kills the reaper's group
+GRACE = 5.0
+#: seconds leftover processes get between SIGTERM and SIGKILL once the test is over
+LEFTOVER_GRACE = 1.0
+#: exit code on --timeout, as timeout(1)
+EXIT_TIMEOUT = 124
+EXIT_USAGE = 4
+
+
+class _Stop(Exception):
+    """A signal or the timeout ends the test early."""
+
+    def __init__(self, why: str, code: int) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):  # not Linux: supervision by process group only
+        return False
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, from /proc."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # the name (2nd field) may hold spaces and parentheses: split after the last ')'
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) >= 2:
+            table[int(entry)] = (int(fields[1]), fields[0].decode())
+    return table
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` (zombies left out), parents before children."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        if table[pid][1] != "Z":
+            found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+        text = " ".join(w.decode("utf-8", "replace") for w in words if w)
+    except OSError:
+        text = ""
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"{pid} ({text or '?'})"
+
+
+def _reap() -> None:
+    """Collects every exited child (orphans re-parented to us included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def sweep(grace: float) -> list[str]:
+    """Ends every process below this one: SIGTERM, then SIGKILL after `grace`. Returns what it found."""
+    me = os.getpid()
+    killed: dict[int, str] = {}
+    deadline = time.monotonic() + grace
+    sent_kill = False
+    for _ in range(1000):  # a fork bomb is bounded too
+        _reap()
+        left = descendants(me)
+        if not left:
+            break
+        for pid in left:
+            if pid not in killed:
+                killed[pid] = describe(pid)
+        sig = signal.SIGKILL if sent_kill or time.monotonic() >= deadline else signal.SIGTERM
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(pid, signal.SIGCONT)  # a stopped process must wake to die
+        sent_kill = sig == signal.SIGKILL
+        time.sleep(0.02 if sent_kill else 0.05)
+    _reap()
+    return list(killed.values())
+
+
+def environment(assignments: Sequence[str], keep: Iterable[str], source: Mapping[str, str]) -> dict[str, str]:
+    """The test's environment: the assignments, and the kept names' values from `source`."""
+    env: dict[str, str] = {}
+    for word in assignments:
+        name, _, value = word.partition("=")
+        env[name] = value
+    for name in keep:
+        if name in source:
+            env[name] = source[name]
+    return env
+
+
+def _record(result: str | None, killed: list[str]) -> None:
+    if result and killed:
+        with contextlib.suppress(OSError), open(result, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"type": "killed", "processes": killed}) + "\n")
+
+
+def supervise(
+    start: int,
+    *,
+    name: str = "",
+    timeout: float = 0.0,
+    result: str | None = None,
+    stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
+) -> int:
+    """Waits for the test's process `start` (a child of ours), then ends all that is left.
+
+    Returns the exit code to pass on: the test's; -N when a signal N killed it (as
+    `subprocess` says it); 128+N when signal N stopped the reaper; 124 on timeout.
+    """
+    who = f"nixtest: {name}: " if name else "nixtest: "
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name, 128 + signum)
+
+    def expire(signum: int, frame: object) -> None:
+        raise _Stop(f"timed out after {timeout:g} seconds", EXIT_TIMEOUT)
+
+    for sig in stop_signals:
+        signal.signal(sig, stop)
+    if timeout > 0:
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    status: int | None = None
+    stopped: _Stop | None = None
+    try:
+        while status is None:
+            try:
+                pid, code = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == start:
+                status = code
+    except _Stop as exc:
+        stopped = exc
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig in (*stop_signals, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_IGN)  # the cleanup is not cut short
+    # stopped (timeout, SIGTERM from nixtest's own timeout): the test gets the full grace
+    killed = sweep(LEFTOVER_GRACE if stopped is None else GRACE)
+    if status is None:
+        # stopped early: the test's own process is among the killed
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(start, os.WNOHANG)
+        killed = [k for k in killed if not k.startswith(f"{start} ")]
+    if killed:
+        shown = ", ".join(killed[:20]) + (f" and {len(killed) - 20} more" if len(killed) > 20 else "")
+        plural = "es" if len(killed) != 1 else ""
+        sys.stderr.write(f"{who}killed {len(killed)} process{plural} the test left running: {shown}\n")
+        sys.stderr.flush()
+    _record(result, killed)
+    if stopped is not None:
+        if stopped.code != EXIT_TIMEOUT:
+            sys.stderr.write(f"{who}{stopped}: the test was stopped\n")
+        return stopped.code
+    if status is None:
+        return 1
+    return os.waitstatus_to_exitcode(status)
+
+
+def become_reaper() -> None:
+    """Makes this process the subreaper of what it starts, and ends it with its parent."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+
+
+def read_only(paths: Sequence[str]) -> bool:
+    """Makes `paths` read-only for this process and its children: a private mount namespace.
+
+    Only root needs it (mode bits already stop anyone else) and only root can;
+    when it cannot be done, the paths stay as they are (a profile's read-only
+    modes, and its manifest check on the next run, remain).
+    """
+    if not paths or os.geteuid() != 0:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNS) != 0:
+            return False
+        if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+            return False
+        for path in paths:
+            raw = os.fsencode(path)
+            if libc.mount(raw, raw, None, MS_BIND | MS_REC, None) != 0:
+                return False
+            if libc.mount(None, raw, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None) != 0:
+                return False
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] = ()) -> int:
+    """Starts the test's command as a child, with default signal handling and `env` only."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            read_only([p for p in readonly if os.path.isdir(p)])
+            # The test dies with the reaper, should the reaper be killed outright.
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            os.execvpe(argv[0], list(argv), dict(env))
+        except OSError as exc:
+            os.write(2, f"nixtest: cannot run {argv[0]}: {exc.strerror}\n".encode())
+            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+        except BaseException:
+            os._exit(127)
+    return pid
+
+
+def _die_like(code: int) -> int:
+    """The reaper ends as the test did: killed by the same signal, or with its exit code."""
+    if code >= 0:
+        return code
+    sig = -code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+    return 128 + sig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    keep: list[str] = []
+    name = ""
+    timeout = 0.0
+    result: str | None = None
+    parent: int | None = None
+    readonly: list[str] = []
+    while args and args[0] != "--":
+        option = args.pop(0)
+        if not args:
+            sys.stderr.write(f"nixtest.child.reaper: {option} needs a value\n")
+            return EXIT_USAGE
+        value = args.pop(0)
+        if option == "--keep":
+            keep.append(value)
+        elif option == "--name":
+            name = value
+        elif option == "--timeout":
+            timeout = float(value)
+        elif option == "--result":
+            result = value or None
+        elif option == "--parent":
+            parent = int(value)
+        elif option == "--read-only":
+            readonly.append(value)
+        else:
+            sys.stderr.write(f"nixtest.child.reaper: unknown option {option}\n")
+            return EXIT_USAGE
+    args = args[1:]
+    assignments = []
+    while args and "=" in args[0] and not args[0].startswith("="):
+        assignments.append(args.pop(0))
+    if not args:
+        sys.stderr.write("nixtest.child.reaper: no command\n")
+        return EXIT_USAGE
+    # Ctrl-C on a terminal reaches the test (in the same foreground group): the
+    # reaper waits for it to end, then cleans up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        return 128 + signal.SIGTERM  # the parent died before we could watch it
+    become_reaper()
+    env = environment(assignments, keep, os.environ)
+    start = spawn(args, env, readonly)
+    return _die_like(supervise(start, name=name, timeout=timeout, result=result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
