@@ -61,8 +61,11 @@ class _Job:
 
     def _kill(self) -> None:
         assert self.pgid is not None
+        # SIGTERM: the supervisor above the test (nixtest.child.reaper) ends the whole
+        # test, also what it detached from the group, SIGKILL after its grace; the
+        # job's thread then sees the wrapper end (execution.run_supervised)
         with contextlib.suppress(ProcessLookupError, PermissionError):  # it has ended
-            os.killpg(self.pgid, signal.SIGKILL)
+            os.killpg(self.pgid, signal.SIGTERM)
 
 
 class _Boundary:

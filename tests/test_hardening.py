@@ -21,14 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HAVE_DPKG, Suite, nixtest_command, pids_matching, remove_tree, world_readable_dir
 
-pytestmark = pytest.mark.skipif(not HAVE_DPKG, reason="the runs use the host's dpkg packages")
+from conftest import Suite, nixtest_command, pids_matching, remove_tree, world_readable_dir
+
+pytestmark = [pytest.mark.dpkg]
 
 RUN_TIMEOUT = 180
 IS_ROOT = os.geteuid() == 0
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="acts as root and as nobody")
+needs_root = pytest.mark.root  # acts as root and as nobody
 
 
 def run(
@@ -318,7 +319,7 @@ def test_4_sigkill_of_a_worker_kills_its_tests(suite: Suite) -> None:
     assert gone_within(f"sleep {marker}", 15)
 
 
-@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid (util-linux)")
+@pytest.mark.tools("setsid")
 def test_5_detached_daemons_end_with_their_test_and_the_report_says_so(suite: Suite) -> None:
     marker = killed_marker()
     suite.package(
