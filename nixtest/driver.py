@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import IO, Any, Callable, TextIO
 
 from nixtest.capture import Masker, Tail, mask_text, pump
-from nixtest.child.expect import MATCH_LIMIT, failure_message, problems
+from nixtest.child.expect import MATCH_LIMIT, Spool, failure_message, problems
 from nixtest.results import Step
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
@@ -120,7 +120,7 @@ def run_process(
     keep: int = STEP_TAIL,
     secrets: list[str] | None = None,
     match_limit: int = 0,
-) -> tuple[int, Tail, dict[str, Tail]]:
+) -> tuple[int, Tail, dict[str, Tail | Spool]]:
     """Runs a command, teeing its output to ours; returns (exit code, tail, per-stream text)."""
     if popen is None:
         assert argv is not None
@@ -132,7 +132,12 @@ def run_process(
         if proc.stdin is not None:
             proc.stdin.close()
     tail = Tail(keep)
-    per_stream = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)}
+    # `expect` patterns search all of the output (masked, in a Spool); a classic
+    # script's step returns the end of its stdout as printed (a Tail)
+    searchable = match_limit >= MATCH_LIMIT
+    per_stream: dict[str, Tail | Spool] = {
+        s: Spool(match_limit) if searchable else Tail(match_limit) for s in ("stdout", "stderr")
+    }
     # straight to the real streams: a step's output is the step's, not the script's
     real_out, real_err = sys.__stdout__, sys.__stderr__
     assert real_out is not None and real_err is not None
@@ -145,7 +150,7 @@ def run_process(
         masked = maskers[stream].feed(data)
         tail.add(stream, masked)
         if match_limit:
-            per_stream[stream].add(stream, data)
+            per_stream[stream].add(stream, masked if searchable else data)
 
     # A redirected command (`(cmd > "file") & succeeds`) has no pipe for that stream.
     pipes = {"stdout": proc.stdout, "stderr": proc.stderr}
@@ -157,7 +162,10 @@ def run_process(
         proc.wait()
         raise
     for stream, masker in maskers.items():
-        tail.add(stream, masker.flush())
+        rest = masker.flush()
+        tail.add(stream, rest)
+        if searchable:
+            per_stream[stream].add(stream, rest)
     code = proc.wait()
     return code, tail, per_stream
 
@@ -425,7 +433,10 @@ class Driver:
         code, tail, streams = run_process(
             ["/bin/sh", "-c", command], secrets=self.secrets, match_limit=MATCH_LIMIT
         )
-        found = problems(code, {stream: tail.text() for stream, tail in streams.items()}, expect)
+        found = problems(code, {s: spool for s, spool in streams.items() if isinstance(spool, Spool)}, expect)
+        for spool in streams.values():
+            if isinstance(spool, Spool):
+                spool.close()
         step = _step_from(command, command, code, tail, start, not found, str(expect.get("exit", 0)))
         step.detail = "; ".join(found)
         self.recorder.step(step)

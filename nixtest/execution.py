@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nixtest.capture import DEFAULT_TAIL, Masker, Tail, pump
+from nixtest.child.expect import Spool
 from nixtest.errors import ExecutionError
 from nixtest.safefs import make_folders, open_fresh
 
@@ -39,8 +40,8 @@ class ProcessRun:
     output: Tail
     start: float
     end: float
-    #: per stream, unmasked, what `match_limit` asked to keep (for `expect` patterns)
-    streams: dict[str, Tail] = field(default_factory=dict)
+    #: per stream, all of it, secrets masked (for `expect` patterns; see `Spool`)
+    streams: dict[str, Spool] = field(default_factory=dict)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -102,7 +103,7 @@ def run_supervised(
     make_folders(log_path.parent)
     output = Tail(tail)
     maskers = {"stdout": Masker(secrets), "stderr": Masker(secrets)}
-    streams = {"stdout": Tail(match_limit), "stderr": Tail(match_limit)} if match_limit else {}
+    streams = {"stdout": Spool(match_limit), "stderr": Spool(match_limit)} if match_limit else {}
     start = time.time()
     # unbuffered: `tail -f` shows the output as it comes, and a killed worker loses none of it
     # created afresh, never through a symlink someone planted where the log goes (appended
@@ -122,9 +123,9 @@ def run_supervised(
                 view = view[written:]
 
         def on_data(stream: str, data: bytes) -> None:
+            data = maskers[stream].feed(data)
             if streams:
                 streams[stream].add(stream, data)
-            data = maskers[stream].feed(data)
             write(data)
             output.add(stream, data)
 
@@ -185,6 +186,8 @@ def run_supervised(
                 rest = masker.flush()
                 write(rest)
                 output.add(stream, rest)
+                if streams:
+                    streams[stream].add(stream, rest)
             proc.stdout.close()
             proc.stderr.close()
         code = proc.wait()

@@ -363,11 +363,13 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
             # the wrapper became the command: its exit code and output are the command's,
             # checked here as the driver checks them in a wrapper run by hand
             code = int(run.exit_code or 0)
-            text = {stream: tail.text() for stream, tail in run.streams.items()}
-            expect = test.expect
+            want = test.expect
+            # the whole output, however long (the spools search what they hold on disk too)
             found = expect_problems(
-                code, text, {"exit": expect.exit, "stdout": expect.stdout, "stderr": expect.stderr}
+                code, dict(run.streams), {"exit": want.exit, "stdout": want.stdout, "stderr": want.stderr}
             )
+            for spool in run.streams.values():
+                spool.close()
             if not run.timed_out:
                 result.exit_code = EXIT_FAILED if found else EXIT_PASSED
             if found and test.expect.has_patterns:

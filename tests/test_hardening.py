@@ -846,3 +846,26 @@ def test_18_per_test_output_in_junit_is_bounded(suite: Suite) -> None:
     size = (suite.out / "junit.xml").stat().st_size
     assert size < count * 40 * 1024, f"junit.xml holds {size / count / 1024:.0f} KiB a test"
     assert len(junit_cases(suite.out)) == count
+
+
+def test_14_expect_patterns_search_the_whole_output(suite: Suite) -> None:
+    suite.package(
+        "coreutils",
+        r"""
+        tests:
+          long:
+            run: echo START; head -c 20000000 /dev/zero | tr '\0' x; echo; echo END >&2
+            expect: {stdout: '^START$', stderr: '^END$'}
+        """,
+    )
+    done = run(suite)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    by_hand = subprocess.run(
+        [str(suite.wrapper("coreutils", "long"))],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=RUN_TIMEOUT,
+    )
+    assert by_hand.returncode == 0, by_hand.stderr[-3000:]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import sys
@@ -105,15 +104,19 @@ def describe(pid: int) -> str:
     return f"{pid} ({text or '?'})"
 
 
-def _reap() -> None:
-    """Collects every exited child (orphans re-parented to us included)."""
+def _reap() -> bool:
+    """Collects every exited child (orphans re-parented to us included); whether any child is left.
+
+    As the subreaper, every process left below us is our child or a child's
+    descendant: with no child left, nothing is (and /proc need not be read).
+    """
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def sweep(grace: float) -> list[str]:
@@ -123,7 +126,8 @@ def sweep(grace: float) -> list[str]:
     deadline = time.monotonic() + grace
     sent_kill = False
     for _ in range(1000):  # a fork bomb is bounded too
-        _reap()
+        if not _reap():
+            break
         left = descendants(me)
         if not left:
             break
@@ -156,6 +160,8 @@ def environment(assignments: Sequence[str], keep: Iterable[str], source: Mapping
 
 def _record(result: str | None, killed: list[str]) -> None:
     if result and killed:
+        import json  # only now: the reaper starts before every test
+
         with contextlib.suppress(OSError), open(result, "a", encoding="utf-8") as f:
             f.write(json.dumps({"type": "killed", "processes": killed}) + "\n")
 
