@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from nixtest.items import CONTEXT_KEY, PackageTest
+from nixtest.items import CONTEXT_KEY, INTERRUPTED_KEY, PackageTest
 from nixtest.results import TestResult
 from nixtest.run.pool import Pool
 from nixtest.runner import Prepared, error_result, execute, prepare
@@ -142,10 +142,28 @@ class _Run:
                 self._start_what_fits()
                 if self.running:
                     self._report_one()
+        except KeyboardInterrupt as exc:
+            self._stopped(str(exc) or "Ctrl-C")
+            raise
         finally:
             # Ctrl-C, `-x`, `--maxfail` or an error of ours: nothing of the tests outlives the run
             self.pool.cancel()
             self.running.clear()
+
+    def _stopped(self, why: str) -> None:
+        """The tests Ctrl-C (SIGTERM, SIGHUP) stopped: in the reports, as errors that say so."""
+        stopped = self.session.config.stash.get(INTERRUPTED_KEY, None)
+        if stopped is None:
+            return
+        for item in self.running.values():
+            planned = item.planned
+            if isinstance(planned, Prepared):
+                result = error_result(
+                    item.definition,
+                    f"interrupted ({why}): the test was stopped and its processes killed",
+                    wrapper=str(planned.wrapper),
+                )
+                stopped.append(result)
 
     def _start_what_fits(self) -> None:
         while self.next_index < len(self.items) and not self.pool.full:

@@ -33,13 +33,14 @@ def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) 
         "coreutils",
         f"""
         tests:
-          match: {{run: "echo $PPID > {ppid}; echo hi", expect: {{stdout: '^hi$'}}}}
+          match: {{run: "cut -d' ' -f4 /proc/$PPID/stat > {ppid}; echo hi", expect: {{stdout: '^hi$'}}}}
           mismatch: {{run: "{wrong}", expect: {{exit: 2, stdout: '^hi$', stderr: '^err'}}}}
         """,
     )
     code, output, pid = run(suite, "-j", "1")
     assert code == 1, output
-    # no driver, no shell of the wrapper's between nixtest and the command
+    # no driver, no shell of the wrapper's between nixtest and the command: only its
+    # supervisor (nixtest.child.reaper), whose parent is nixtest
     assert int(ppid.read_text()) == pid
     message = f"{wrong!r} stdout does not match '^hi$'"
     failure = junit_case(suite.out, "coreutils::mismatch").find("failure")

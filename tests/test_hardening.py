@@ -289,7 +289,7 @@ def test_4_sigkill_of_a_worker_kills_its_tests(suite: Suite) -> None:
         "coreutils",
         "tests:\n" + "".join(f"  t{i}:\n    run: sleep {marker}\n" for i in range(4)),
     )
-    proc = start(suite, "-j", "2")
+    proc = start(suite, "-n2")  # pytest-xdist's workers, each a process
     wait_for(lambda: pids_matching(f"sleep {marker}"), "a test to start")
     sleeper = pids_matching(f"sleep {marker}")[0]
     # up from the test: the supervisor, then the pytest-xdist worker that started it
@@ -568,7 +568,7 @@ def test_10_a_crashed_worker_is_in_the_reports_with_tests_elsewhere(suite: Suite
     )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    done = run(suite, "-j", "2", cwd=elsewhere)
+    done = run(suite, "-n2", cwd=elsewhere)  # pytest-xdist's workers
     assert done.returncode == 1, done.stdout + done.stderr
     cases = junit_cases(suite.out)
     assert "coreutils::crashes" in cases, done.stdout + done.stderr

@@ -15,6 +15,7 @@ from nixtest.definitions import Definition, display_path, load_package
 from nixtest.results import Step
 from nixtest.results import TestResult as Result
 from nixtest.runner import Context, Prepared, _decide, _read_records, execute, format_failure, prepare
+from nixtest.safefs import CLAIM_MARK
 
 
 def result(code: int | None, steps: list[Step] | None = None, **fields: object) -> Result:
@@ -287,7 +288,8 @@ def test_execute_masks_secrets_and_cleans_up(
     assert "very-secret-value-42" not in Path(r.log_path).read_text()
     scratch = ctx.scratch
     assert stat.S_IMODE(scratch.stat().st_mode) == 0o700, "the working directories are private"
-    assert os.listdir(scratch) == [], "each test's scratch folder is removed"
+    # only the mark of the run's claim on it (see safefs.claim) is left
+    assert os.listdir(scratch) == [CLAIM_MARK], "each test's scratch folder is removed"
     ctx.close()
     assert not scratch.exists()
 
@@ -320,4 +322,4 @@ def test_a_test_that_removes_its_own_workdir_is_still_a_result(ctx: Context, tmp
     defs = definitions(tmp_path, 'tests: {gone: {run: "cd / && rm -rf \\"$HOME\\"", profile: [coreutils]}}')
     r = execute(prepared(defs["gone"], ctx), ctx)
     assert r.outcome == "passed", r.message
-    assert os.listdir(ctx.scratch) == []
+    assert os.listdir(ctx.scratch) == [CLAIM_MARK]
