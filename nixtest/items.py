@@ -73,7 +73,7 @@ class PackageTest(pytest.Item):
             result = self.finished if self.finished is not None else execute(self.prepared, self.context)
         except Interrupted as stop:
             # pytest reports nothing for a test Ctrl-C stopped: the reports still list it
-            self.config.stash[INTERRUPTED_KEY].append(stop.result)
+            self.config.stash[INTERRUPTED_KEY].append((self.nodeid, stop.result))
             raise
         self.finished = None
         self._record(result)
@@ -87,4 +87,4 @@ class PackageTest(pytest.Item):
 
 CONTEXT_KEY = pytest.StashKey[Context]()
 #: results of tests stopped by Ctrl-C, SIGTERM or SIGHUP
-INTERRUPTED_KEY = pytest.StashKey[list[TestResult]]()
+INTERRUPTED_KEY = pytest.StashKey[list[tuple[str, TestResult]]]()

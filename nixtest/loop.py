@@ -155,15 +155,25 @@ class _Run:
         stopped = self.session.config.stash.get(INTERRUPTED_KEY, None)
         if stopped is None:
             return
-        for item in self.running.values():
+        # those that ended before the interrupt, not reported yet: their own results
+        ended: set[int] = set()
+        while self.pool.running:
+            done = self.pool.next(timeout=0)
+            if done is None:
+                break
+            ended.add(done.key)
+            item = self.running.get(done.key)
+            if item is not None and done.error is None and done.result is not None:
+                stopped.append((item.nodeid, done.result))
+        for index, item in self.running.items():
             planned = item.planned
-            if isinstance(planned, Prepared):
+            if index not in ended and isinstance(planned, Prepared):
                 result = error_result(
                     item.definition,
                     f"interrupted ({why}): the test was stopped and its processes killed",
                     wrapper=str(planned.wrapper),
                 )
-                stopped.append(result)
+                stopped.append((item.nodeid, result))
 
     def _start_what_fits(self) -> None:
         while self.next_index < len(self.items) and not self.pool.full:

@@ -456,9 +456,9 @@ class ResultCollector:
         from nixtest.reports import write_reports
 
         context = self.config.stash[CONTEXT_KEY]
-        for result in self.config.stash.get(INTERRUPTED_KEY, []):
-            # the test Ctrl-C (or SIGTERM) stopped: pytest itself reports nothing for it
-            self.results.setdefault(result.nodeid, result)
+        for nodeid, result in self.config.stash.get(INTERRUPTED_KEY, []):
+            # the tests Ctrl-C (or SIGTERM) stopped: pytest itself reports nothing for them
+            self.results.setdefault(nodeid, result)
         last = len(self.order)
         ordered = sorted(self.results.items(), key=lambda kv: self.order.get(kv[0], last))
         summary = RunSummary(
