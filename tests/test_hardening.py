@@ -41,7 +41,10 @@ def run(
     out: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`nixtest run --tests pt --out out ARGS`, to the end."""
-    argv = nixtest_command("run", "--tests", str(suite.tests), "--out", str(out or suite.out), *args)
+    # --no-cache: a test run again must run, not come from the history's cache
+    argv = nixtest_command(
+        "run", "--no-cache", "--tests", str(suite.tests), "--out", str(out or suite.out), *args
+    )
     if user is not None:
         argv = [RUNUSER, "-u", user, "--", *argv]
     return subprocess.run(
@@ -58,7 +61,7 @@ def run(
 def start(suite: Suite, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`nixtest run` in the background, in a session of its own."""
     return subprocess.Popen(
-        nixtest_command("run", "--tests", str(suite.tests), "--out", str(suite.out), *args),
+        nixtest_command("run", "--no-cache", "--tests", str(suite.tests), "--out", str(suite.out), *args),
         cwd=suite.root,
         env=env if env is not None else dict(os.environ),
         stdin=subprocess.DEVNULL,

@@ -193,6 +193,12 @@ def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) ->
             assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
             assert time.monotonic() < deadline, "the slow tests never started"
             time.sleep(0.05)
+        # quick has ended (its supervisor too) before the Ctrl-C, even on a loaded machine
+        quick_log = suite.out / "logs" / "coreutils" / "quick.log"
+        while not (quick_log.exists() and not pids_matching(f"{suite.out}/rerun/coreutils/quick")):
+            assert time.monotonic() < deadline, "quick never ended"
+            time.sleep(0.05)
+        time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
         output = proc.communicate(timeout=60)[0].decode(errors="replace")
     finally:
