@@ -332,13 +332,21 @@ def test_5_detached_daemons_end_with_their_test_and_the_report_says_so(suite: Su
           daemons:
             profile: [util-linux, coreutils, dash]
             run: setsid sleep {marker} & (setsid sh -c 'sleep {marker} &' &); sleep 0.5; echo started
+          classic:
+            profile: [util-linux, coreutils, dash]
+            script: daemon.py
         """,
+        # a Python-driven test: nixtest starts its driver from the warm zygote
+        files={"daemon.py": f"import subprocess\nsubprocess.Popen(['setsid', 'sleep', '{marker}'])\n"},
     )
     done = run(suite)
     assert done.returncode == 0, done.stdout + done.stderr
     assert gone_within(f"sleep {marker}", 5), "a daemon of the test outlived it"
-    out = junit_cases(suite.out)["util-linux::daemons"].findtext("system-out") or ""
+    cases = junit_cases(suite.out)
+    out = cases["util-linux::daemons"].findtext("system-out") or ""
     assert "killed 2 leftover process" in out and f"sleep {marker}" in out, out
+    out = cases["util-linux::classic"].findtext("system-out") or ""
+    assert "killed 1 leftover process" in out and f"sleep {marker}" in out, out
 
     by_hand = subprocess.run(
         [str(suite.wrapper("util-linux", "daemons"))],

@@ -284,7 +284,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] =
     return pid
 
 
-def _die_like(code: int) -> int:
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """`sig` comes when the parent ends, also by SIGKILL (PR_SET_PDEATHSIG)."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def die_like(code: int) -> int:
     """The reaper ends as the test did: killed by the same signal, or with its exit code."""
     if code >= 0:
         return code
@@ -338,13 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # reaper waits for it to end, then cleans up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    die_with_parent()
     if parent is not None and os.getppid() != parent:
         return 128 + signal.SIGTERM  # the parent died before we could watch it
     become_reaper()
     env = environment(assignments, keep, os.environ)
     start = spawn(args, env, readonly)
-    return _die_like(supervise(start, name=name, timeout=timeout, result=result))
+    return die_like(supervise(start, name=name, timeout=timeout, result=result))
 
 
 if __name__ == "__main__":

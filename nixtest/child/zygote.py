@@ -92,6 +92,24 @@ def become_test(request: dict[str, Any], stdout: int, stderr: int, startup_env: 
     os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
     os.umask(0o022)
     os.chdir(request["cwd"])
+    # This process stays above the driver as the test's supervisor, as on the
+    # wrapper's path (nixtest.child.reaper): the subreaper of all the test starts,
+    # ending it all when the driver ends, and with the zygote (so with nixtest).
+    from nixtest.child import reaper
+
+    args = list(request["args"])
+    result = args[args.index("--result") + 1] if "--result" in args[:-1] else None
+    reaper.die_with_parent()
+    reaper.become_reaper()
+    driver_pid = os.fork()
+    if driver_pid > 0:
+        code = reaper.supervise(driver_pid, result=result)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(reaper.die_like(code))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    reaper.die_with_parent(signal.SIGKILL)
     # What a fresh interpreter under the wrapper's `env -i` would have: the
     # wrapper's variables, plus what the interpreter added itself at start-up
     # (the zygote started under an empty environment too: LC_CTYPE=C.UTF-8).
@@ -166,7 +184,8 @@ def serve(sock: socket.socket, startup_env: dict[str, str]) -> None:
     finally:
         for pid in children:
             with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+                # SIGTERM: each child is a test's supervisor, which ends the whole test
+                os.killpg(pid, signal.SIGTERM)
 
 
 def _start(
