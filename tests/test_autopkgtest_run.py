@@ -284,7 +284,7 @@ def test_a_pass_is_cached_until_the_tree_or_the_closure_changes() -> None:
 def test_nixtest_run_as_nobody_skips_needs_root(demo: DemoRun) -> None:
     root = world_readable_dir("nixtest-apt-nobody-")
     try:
-        os.chmod(root, 0o777)
+        os.chmod(root, 0o1777)  # sticky, as /tmp: root's own OUT and state may not lie in an open folder
         done = as_nobody(
             "PATH=/usr/bin:/bin",
             f"NIXTEST_STATE={root / 'state'}",
