@@ -446,6 +446,8 @@ def test_a_module_that_finds_no_test_and_an_empty_imports_are_errors(world: Worl
     assert "ran nothing" in tests["pkg::empty-module"]["message"]
     assert tests["pkg::empty-imports"]["outcome"] == "error"
     assert done.code == 1
+    # the cache is asked only for a test that could be prepared
+    assert "pkg::empty-imports: error before it could run" in world.run().stdout
 
 
 def _start(world: World, out: Path) -> subprocess.Popen[str]:

@@ -154,13 +154,21 @@ def cache_lines(run: RunSummary, no_cache: bool) -> list[str]:
         return [f"nixtest: --no-cache: all {len(ran)} tests ran"] if ran else []
     if not any(r.reason for r in ran) and not cached:
         return []
-    reasons = Counter(r.reason or "not asked" for r in ran)
+    reasons = Counter(_why(r) for r in ran)
     lines = [f"nixtest: {len(cached)} cached (passed before with the same inputs), {len(ran)} ran"]
     if len(ran) <= SHOWN:
-        lines += [f"  {r.nodeid}: {r.reason or 'not asked'}" for r in sorted(ran, key=lambda r: r.nodeid)]
+        lines += [f"  {r.nodeid}: {_why(r)}" for r in sorted(ran, key=lambda r: r.nodeid)]
     else:
         lines += [f"  {n} x {reason}" for reason, n in reasons.most_common(SHOWN)]
     return lines
+
+
+def _why(result: TestResult) -> str:
+    """Why a test was not taken from the cache."""
+    if result.reason:
+        return result.reason
+    # the cache is asked with an input key, which only a prepared test has
+    return f"{result.outcome} before it could run" if result.outcome != "passed" else "no input key"
 
 
 def flaky_lines(run: RunSummary) -> list[str]:

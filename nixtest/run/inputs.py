@@ -226,7 +226,7 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             found.append(f"{name} removed")
         elif old_files[name] != new_files[name]:
             found.append(f"{name} changed")
-    if old.get("python") != new.get("python"):
+    if (old.get("python") or "") != (new.get("python") or ""):  # a key made before it counted has none
         found.append(f"python {old.get('python') or '-'} -> {new.get('python') or '-'}")
     if old.get("environment") != new.get("environment"):
         found.append("environment changed")
