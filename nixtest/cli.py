@@ -726,7 +726,10 @@ def sources(sources: tuple[str, ...], into: Path, state: Path | None) -> None:
     from nixtest.sources.debian import fetch
 
     try:
-        done = fetch(list(sources), into, state if state is not None else default_state_dir())
+        # click.echo flushes: progress shows as it happens, also into a pipe or a CI log
+        done = fetch(
+            list(sources), into, state if state is not None else default_state_dir(), progress=click.echo
+        )
     except NixtestError as exc:
         click.echo(f"nixtest sources: {exc.message}", err=True)
         sys.exit(1)

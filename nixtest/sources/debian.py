@@ -198,15 +198,21 @@ def _unpacked(into: Path, source: str, version: str) -> Path:
     return into / f"{source}-{upstream}"
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress shows as it happens, also into a pipe
+
+
 def fetch(
     names: list[str],
     into: Path,
     state: Path,
     *,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
     etc: Path = ETC_APT,
 ) -> Fetched:
     """Fetches and unpacks the named sources (none: every installed one with an autopkgtest suite)."""
+    if progress is None:
+        progress = _say
     for tool in ("apt-get", "apt-cache", "dpkg-source"):
         if shutil.which(tool) is None:
             hint = " (apt-get install dpkg-dev)" if tool == "dpkg-source" else ""
