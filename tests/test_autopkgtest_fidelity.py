@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,29 @@ def test_nixtest_and_autopkgtest_agree(fetched: Fetched) -> None:
             assert theirs_outcome == "failed" and ours[f"ntdemo::{test}"][0] == "skipped"
         else:
             assert theirs_outcome == outcome, (test, theirs[f"ntdemo::{test}"], ours[f"ntdemo::{test}"])
+
+
+def test_progress_shows_while_it_fetches() -> None:
+    root = world_readable_dir("nixtest-sources-progress-")
+    try:
+        proc = subprocess.Popen(
+            nixtest_command("sources", "hello", "--into", str(root / "suites")),
+            stdout=subprocess.PIPE,
+            text=True,
+            # Python's own buffering of a pipe, as a CI log gets it
+            env={
+                **{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+                "NIXTEST_STATE": str(root / "state"),
+            },
+        )
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        at_first = time.monotonic()
+        rest = proc.stdout.read()
+        at_end = time.monotonic()
+        assert proc.wait(timeout=600) == 0, rest
+        assert first.startswith("nixtest sources: updating a private apt index")
+        # it arrives before apt-get update and the download are done, not with the rest at the end
+        assert at_end - at_first > 0.5
+    finally:
+        remove_tree(root)
