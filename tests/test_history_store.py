@@ -111,10 +111,10 @@ def test_a_dpkg_upgrade_changes_the_keys_of_the_closures_that_hold_it(tmp_path: 
 
 
 @needs_dpkg
+@pytest.mark.tools("hello")
 def test_the_real_dpkg_closure_of_hello() -> None:
     pset = DpkgSet()
-    if not pset.has("hello"):
-        pytest.skip("the hello package is not installed")
+    assert pset.has("hello"), "hello is on PATH but dpkg has no package hello"
     definition = Definition(
         package="hello",
         name="t",

@@ -17,12 +17,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import lxml.html as lxml_html
 import pytest
 from test_e2e_reports import chromium
 
 from conftest import nixtest_command, remove_tree, world_readable_dir
-
-lxml_html = pytest.importorskip("lxml.html")
 
 pytestmark = [pytest.mark.dpkg]
 

@@ -209,3 +209,32 @@ def test_root_marker_as_root_and_as_nobody() -> None:
         ), failed.stdout
     finally:
         remove_tree(folder)
+
+
+# -- the suite itself --------------------------------------------------------------
+
+SUITE_FILES = sorted([*(CHECKOUT / "tests").glob("*.py"), *(CHECKOUT / "bench").glob("*.py")])
+
+
+def test_the_suite_has_no_ad_hoc_skips() -> None:
+    """A part a test needs is a marker of conftest.py; a test extra is imported, not import-or-skipped."""
+    ad_hoc = ("import" + "orskip(", "mark." + "skipif(")  # spelt apart: this file is scanned too
+    found = [
+        f"{path.relative_to(CHECKOUT)}:{number}: {line.strip()}"
+        for path in SUITE_FILES
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(word in line for word in ad_hoc)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_no_test_names_a_folder_of_this_machine_outside_the_checkout() -> None:
+    """Besides ../shared (conftest.py's `reference`), the suite reads what it carries or makes."""
+    outside = ("/" + "work/", "/" + "root/", "/" + "home/")
+    found = [
+        f"{path.relative_to(CHECKOUT)}:{number}: {line.strip()}"
+        for path in [*SUITE_FILES, CHECKOUT / "conftest.py"]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(word in line for word in outside)
+    ]
+    assert not found, "\n".join(found)

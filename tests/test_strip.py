@@ -5,12 +5,10 @@ tests/test_history_view.py checks the same pages from real runs in Chromium.
 
 from __future__ import annotations
 
-import pytest
+import lxml.html as lxml_html
 
 from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
 from nixtest.reports.strip import STRIP_LENGTH, Cell, strip_html
-
-lxml_html = pytest.importorskip("lxml.html")
 
 EVIL = '"><script>alert(1)</script>'
 
