@@ -14,6 +14,7 @@ it does: the comparison runs in CI (CI=true), where the machine is thrown away.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -160,9 +161,12 @@ def test_nixtest_and_autopkgtest_agree(fetched: Fetched) -> None:
         output = fetched.root / "autopkgtest" / source
         output.parent.mkdir(exist_ok=True)
         code = run_autopkgtest(tree, output)
-        assert code in (0, 2, 4, 12, 14), (
-            f"autopkgtest {tree} exited {code}: see {output.with_suffix('.log')}"
-        )
+        if code in (16, 20):
+            # autopkgtest's own failure (the testbed, apt or dpkg busy): once more, then it counts
+            shutil.rmtree(output, ignore_errors=True)
+            code = run_autopkgtest(tree, output)
+        log = output.with_suffix(".log").read_text(errors="replace")
+        assert code in (0, 2, 4, 12, 14), f"autopkgtest {tree} exited {code}: {log[-3000:]}"
         theirs.update(autopkgtest_outcomes(output / "summary", source))
     # every test of the real suites ran in both, and nothing is left unexplained
     assert compare(ours, theirs) == []
