@@ -291,6 +291,9 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
     result_file = base.with_name(base.name + ".jsonl")
     os.mkdir(workdir)
     os.mkdir(workdir / ".tmp")
+    if profile_link(prepared):
+        # what the wrapper's `ln -s -- "$nt_profile" "$nt_wd/profile"` makes, without its process
+        os.symlink(prepared.plan.profile, workdir / "profile")
     log_path = ctx.out / "logs" / test.package / f"{test.name}.log"
     if prepared.plan.artifacts is not None:
         # a fresh $AUTOPKGTEST_ARTIFACTS: nothing of an earlier run is listed as this run's
@@ -400,6 +403,16 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
     return result
 
 
+def profile_link(prepared: Prepared) -> bool:
+    """Whether the runner makes the working directory's `profile` link (the wrapper skips it then).
+
+    Only where nothing is copied into the folder first (a skel could hold a
+    `profile` of its own), and not for autopkgtests (their tree is theirs).
+    """
+    test = prepared.test
+    return test.kind != "autopkgtest" and test.skel is None and not test.sources
+
+
 def _run_warm(
     prepared: Prepared,
     zygote: Zygote,
@@ -430,9 +443,6 @@ def _run_warm(
         if prep.timed_out or prep.exit_code != 0:
             return prep
         append = True
-    else:
-        # all the wrapper would do: the one link (`ln -s -- "$nt_profile" "$nt_wd/profile"`)
-        os.symlink(plan.profile, workdir / "profile")
     child_env = plan.driver_environment(str(workdir), secrets)
     args = plan.driver_arguments(str(result_file))
     left = max(0.0, timeout - (time.monotonic() - started))
