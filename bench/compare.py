@@ -150,7 +150,8 @@ class Bench:
 
     def nixtest(self, tests: Path, out: Path, *extra: str, state: Path | None = None) -> list[str]:
         argv = [*nixtest_command(), "run", "--tests", str(tests), "--out", str(out)]
-        return argv + ["--state", str(state or self.state), *extra]
+        # --no-cache: every test runs (a recorded pass of the same inputs would not)
+        return argv + ["--state", str(state or self.state), "--no-cache", *extra]
 
     def floor(self) -> float:
         argv = ["xargs", "-P", str(JOBS), "-n", "1", "-d", "\n", "-a", str(self.profiles)]

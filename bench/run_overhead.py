@@ -112,7 +112,8 @@ def run_nixtest(workdir: Path, tests_dir: Path, out: Path, state: Path, log: Pat
     if out.exists():
         shutil.rmtree(out)
     argv = [*nixtest_command(), "run", "-j", str(JOBS), "--tests", str(tests_dir), "--out", str(out)]
-    argv += ["--state", str(state)]
+    # --no-cache: every test runs (a recorded pass of the same inputs would not)
+    argv += ["--state", str(state), "--no-cache"]
     with open(log, "wb") as f:
         start = time.perf_counter()
         code = subprocess.run(argv, cwd=workdir, stdout=f, stderr=subprocess.STDOUT, check=False).returncode

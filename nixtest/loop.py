@@ -148,6 +148,7 @@ class _Run:
         finally:
             # Ctrl-C, `-x`, `--maxfail` or an error of ours: nothing of the tests outlives the run
             self.pool.cancel()
+            self.pool.close()
             self.running.clear()
 
     def _stopped(self, why: str) -> None:

@@ -122,3 +122,20 @@ def test_cancel_cancels_every_running_job_and_drops_their_results() -> None:
 def test_a_pool_runs_at_least_one_job() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Pool[str, str](0)
+
+
+def test_jobs_reuse_at_most_n_worker_threads_and_close_ends_them() -> None:
+    pool: Pool[int, threading.Thread] = Pool(2)
+    workers = set()
+    for n in range(10):
+        pool.submit(n, threading.current_thread)
+        if pool.full:
+            workers.add(pool.next(timeout=PROMPT).result)  # type: ignore[union-attr]
+    while pool.running:
+        workers.add(pool.next(timeout=PROMPT).result)  # type: ignore[union-attr]
+    assert 1 <= len(workers) <= 2
+    pool.close()
+    for thread in workers:
+        assert thread is not None
+        thread.join(PROMPT)
+        assert not thread.is_alive()
