@@ -453,7 +453,10 @@ def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
     lines += [
         "",
         "# The test's environment: cleared, then autopkgtest's variables and the profile's.",
-        "set -- env -i \\",
+        "# Its supervisor (nixtest.child.reaper) clears it as `env -i` does, times the test and",
+        "# ends every process the test leaves behind.",
+        'set -- "$nt_python" -I -m nixtest.child.reaper --name "$nt_name" --result "$nt_result" \\',
+        '    --timeout "$nt_timeout" --read-only "$nt_profile" --quiet -- \\',
         *[f"    {a} \\" for a in assigns],
     ]
     lines[-1] = lines[-1][:-2]
@@ -473,7 +476,8 @@ def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
     # --shell: the environment above, in the copy of the tree, a shell instead of the test
     lines += [
         'if [ "$nt_mode" = shell ]; then',
-        f'    set -- env -i {" ".join(assigns)} ${{TERM+"TERM=$TERM"}} '
+        '    set -- "$nt_python" -I -m nixtest.child.reaper --name "$nt_name" -- '
+        f'{" ".join(assigns)} ${{TERM+"TERM=$TERM"}} '
         f"PS1={q('[nixtest ' + t.nodeid + '] $ ')}",
         '    if [ -x "$nt_profile/bin/bash" ]; then set -- "$@" "$nt_profile/bin/bash" --norc -i; '
         'else set -- "$@" /bin/sh -i; fi',
@@ -490,11 +494,9 @@ def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
     lines += [
         "",
         "# Its stderr is kept apart as well: autopkgtest fails a test that wrote to it.",
+        "# Timed by the supervisor (--timeout above): 124 when the time was up.",
         "nt_timer=",
-        'if [ "$nt_timeout" != 0 ] && command -v timeout >/dev/null 2>&1; then',
-        "    nt_timer=$nt_timeout",
-        '    set -- timeout -k 5 "$nt_timer" "$@"',
-        "fi",
+        'if [ "$nt_timeout" != 0 ]; then nt_timer=$nt_timeout; fi',
         ': > "$nt_wd/.stderr"',
         '{ { "$@" 3>&-; echo "$?" > "$nt_wd/.rc"; } 2>&1 >&3 3>&- | tee -- "$nt_wd/.stderr" >&2; } 3>&1',
         'read -r nt_rc < "$nt_wd/.rc" || nt_rc=255',

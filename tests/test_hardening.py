@@ -880,3 +880,27 @@ def test_14_expect_patterns_search_the_whole_output(suite: Suite) -> None:
         timeout=RUN_TIMEOUT,
     )
     assert by_hand.returncode == 0, by_hand.stderr[-3000:]
+
+
+@pytest.mark.tools("setsid")
+def test_5_an_autopkgtest_daemon_ends_with_its_test(suite: Suite) -> None:
+    marker = killed_marker()
+    tree = suite.tests / "ntdaemon-1.0"
+    files = {
+        "debian/control": "Source: ntdaemon\nMaintainer: nixtest <n@example.org>\n\n"
+        "Package: hello\nArchitecture: any\nDescription: d\n d\n",
+        "debian/changelog": "ntdaemon (1.0-1) unstable; urgency=medium\n\n  * d\n\n"
+        " -- nixtest <n@example.org>  Tue, 01 Dec 2026 00:00:00 +0000\n",
+        "debian/tests/control": f"Test-Command: setsid sleep {marker} & echo started\n"
+        "Depends: coreutils, util-linux\n",
+    }
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    for path in [tree, *tree.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    done = run(suite)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert gone_within(f"sleep {marker}", 5), "the autopkgtest's daemon outlived it"
+    out = junit_cases(suite.out)["ntdaemon::command1"].findtext("system-out") or ""
+    assert "killed 1 leftover process" in out, out

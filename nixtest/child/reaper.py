@@ -173,6 +173,7 @@ def supervise(
     timeout: float = 0.0,
     result: str | None = None,
     stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
+    quiet: bool = False,
 ) -> int:
     """Waits for the test's process `start` (a child of ours), then ends all that is left.
 
@@ -215,14 +216,14 @@ def supervise(
         with contextlib.suppress(ChildProcessError):
             _, status = os.waitpid(start, os.WNOHANG)
         killed = [k for k in killed if not k.startswith(f"{start} ")]
-    if killed:
+    if killed and not quiet:
         shown = ", ".join(killed[:20]) + (f" and {len(killed) - 20} more" if len(killed) > 20 else "")
         plural = "es" if len(killed) != 1 else ""
         sys.stderr.write(f"{who}killed {len(killed)} process{plural} the test left running: {shown}\n")
         sys.stderr.flush()
     _record(result, killed)
     if stopped is not None:
-        if stopped.code != EXIT_TIMEOUT:
+        if stopped.code != EXIT_TIMEOUT and not quiet:
             sys.stderr.write(f"{who}{stopped}: the test was stopped\n")
         return stopped.code
     if status is None:
@@ -311,8 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: str | None = None
     parent: int | None = None
     readonly: list[str] = []
+    quiet = False
     while args and args[0] != "--":
         option = args.pop(0)
+        if option == "--quiet":
+            quiet = True  # nothing on stderr (autopkgtest fails a test that writes there)
+            continue
         if not args:
             sys.stderr.write(f"nixtest.child.reaper: {option} needs a value\n")
             return EXIT_USAGE
@@ -349,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     become_reaper()
     env = environment(assignments, keep, os.environ)
     start = spawn(args, env, readonly)
-    return die_like(supervise(start, name=name, timeout=timeout, result=result))
+    return die_like(supervise(start, name=name, timeout=timeout, result=result, quiet=quiet))
 
 
 if __name__ == "__main__":
