@@ -527,10 +527,17 @@ def test_8_symlink_names_that_reach_into_the_profile_are_refused(suite: Suite) -
 def test_8_a_profile_is_read_only_to_its_tests(suite: Suite) -> None:
     suite.package(
         "coreutils",
-        "tests:\n  writes:\n    run: rm profile/bin/ls\n    expect: {exit: 1}\n",
+        "tests:\n  writes:\n    run: rm profile/bin/ls\n    expect: {exit: 1}\n"
+        # a Python-driven test, whose driver the warm zygote forks
+        "  classic:\n    script: writes.py\n",
+        files={
+            "writes.py": "import os\ntry:\n    os.unlink('profile/bin/ls')\nexcept OSError:\n    pass\n"
+            "else:\n    raise AssertionError('the test removed profile/bin/ls')\n"
+        },
     )
     done = run(suite)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert set(junit_cases(suite.out)) == {"coreutils::writes", "coreutils::classic"}
 
 
 # --------------------------------------------------------------------------- 9-12 results

@@ -110,6 +110,11 @@ def become_test(request: dict[str, Any], stdout: int, stderr: int, startup_env: 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     reaper.die_with_parent(signal.SIGKILL)
+    # the profile, read-only to a test run as root, as on the wrapper's path
+    if "--spec" in args[:-1]:
+        profile = json.loads(args[args.index("--spec") + 1]).get("profile")
+        if profile and os.path.isdir(profile):
+            reaper.read_only([profile])
     # What a fresh interpreter under the wrapper's `env -i` would have: the
     # wrapper's variables, plus what the interpreter added itself at start-up
     # (the zygote started under an empty environment too: LC_CTYPE=C.UTF-8).
