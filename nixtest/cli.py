@@ -485,7 +485,16 @@ def _prepare_one(
     kwargs: dict[str, Any] = {"set_spec": set_spec, "out": out}
     if state is not None:
         kwargs["state"] = state
-    prepared = prepare(definition, Context(**kwargs))
+    context = Context(**kwargs)
+    from nixtest.safefs import check_folder
+
+    try:
+        # the wrapper written into OUT is run next (debug, shell): OUT must be ours alone
+        check_folder(context.out, "the output folder")
+        check_folder(context.state, "the state folder")
+    except NixtestError as exc:
+        _stop(exc.message, EXIT_USAGE)
+    prepared = prepare(definition, context)
     if isinstance(prepared, TestResult):
         _stop(f"{item}: cannot prepare the test: {prepared.message}", EXIT_FAILED)
     for warning in prepared.warnings:

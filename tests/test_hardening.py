@@ -405,6 +405,19 @@ def test_7_root_refuses_an_out_or_state_folder_another_user_controls(suite: Suit
     done = run(suite, out=open_out)
     assert done.returncode == 4 and "can be written by other users" in done.stdout + done.stderr
 
+    # nixtest show, debug and shell write the wrapper they run into OUT as well
+    for command in ("show", "shell"):
+        done = subprocess.run(
+            nixtest_command(command, "coreutils::t", "--tests", str(suite.tests), "--out", str(theirs)),
+            cwd=suite.root,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 4 and "belongs to another user" in done.stderr, (command, done.stderr)
+    assert not (theirs / "rerun").exists(), "root wrote a wrapper into another user's folder"
+
     state = nobody_dir / "state"
     state.mkdir()
     shutil.chown(state, "nobody")
