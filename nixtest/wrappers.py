@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +92,21 @@ class WrapperPlan:
         }
 
 
+def reaper_lines(python: str) -> list[str]:
+    """Sets `nt_reaper`: how `"$nt_python" -I $nt_reaper` starts the supervisor.
+
+    Its file with -S (no site module: half an interpreter's start-up) when it
+    is this interpreter's and its path needs no quoting; else the module.
+    """
+    from nixtest.child import reaper
+
+    script = os.path.abspath(reaper.__file__)
+    same = os.path.realpath(python) == os.path.realpath(sys.executable)
+    if same and re.fullmatch(r"[A-Za-z0-9_./+-]+", script):
+        return [f"nt_reaper='-S {script}'"]
+    return ["nt_reaper='-m nixtest.child.reaper'"]
+
+
 def wrapper_path(out: Path, package: str, test: str) -> Path:
     return out / "rerun" / package / test
 
@@ -129,6 +146,9 @@ def render(plan: WrapperPlan) -> str:
         f"nt_name={q(name)}",
         f"nt_profile={q(plan.profile)}",
         f"nt_python={q(plan.python)}",
+        # the test's supervisor (nixtest.child.reaper): standard library only, so started
+        # without the site module (half an interpreter's start-up) when its file is known
+        *reaper_lines(plan.python),
         "nt_shell=/bin/sh",
         f"nt_timeout={seconds(t.timeout)}",
     ]
@@ -300,7 +320,7 @@ def render(plan: WrapperPlan) -> str:
         'if [ "$nt_runner" = 1 ]; then nt_parent=$PPID; else nt_parent=$$; fi',
         "nt_timer=0",
         f'if [ {timed} = run ] && [ "$nt_mode" = run ]; then nt_timer=$nt_timeout; fi',
-        'set -- "$nt_python" -I -m nixtest.child.reaper --parent "$nt_parent" --name "$nt_name" \\',
+        'set -- "$nt_python" -I $nt_reaper --parent "$nt_parent" --name "$nt_name" \\',
         f'    --timeout "$nt_timer" --result "$nt_result"{keep} -- \\',
     ]
     lines += [f"    {a} \\" for a in assigns]
@@ -455,7 +475,7 @@ def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
         "# The test's environment: cleared, then autopkgtest's variables and the profile's.",
         "# Its supervisor (nixtest.child.reaper) clears it as `env -i` does, times the test and",
         "# ends every process the test leaves behind.",
-        'set -- "$nt_python" -I -m nixtest.child.reaper --name "$nt_name" --result "$nt_result" \\',
+        'set -- "$nt_python" -I $nt_reaper --name "$nt_name" --result "$nt_result" \\',
         '    --timeout "$nt_timeout" --read-only "$nt_profile" --quiet -- \\',
         *[f"    {a} \\" for a in assigns],
     ]
@@ -476,7 +496,7 @@ def _autopkgtest_lines(plan: WrapperPlan) -> list[str]:
     # --shell: the environment above, in the copy of the tree, a shell instead of the test
     lines += [
         'if [ "$nt_mode" = shell ]; then',
-        '    set -- "$nt_python" -I -m nixtest.child.reaper --name "$nt_name" -- '
+        '    set -- "$nt_python" -I $nt_reaper --name "$nt_name" -- '
         f'{" ".join(assigns)} ${{TERM+"TERM=$TERM"}} '
         f"PS1={q('[nixtest ' + t.nodeid + '] $ ')}",
         '    if [ -x "$nt_profile/bin/bash" ]; then set -- "$@" "$nt_profile/bin/bash" --norc -i; '
