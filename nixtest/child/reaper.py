@@ -40,14 +40,19 @@ LEFTOVER_GRACE = 1.0
 #: exit code on --timeout, as timeout(1)
 EXIT_TIMEOUT = 124
 EXIT_USAGE = 4
+#: what supervise() waits for besides its own stop signals
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
 
 
-class _Stop(Exception):
-    """A signal or the timeout ends the test early."""
+class _Stop:
+    """Why the test was ended early (a stop signal, or the timeout), and the exit code to give."""
 
     def __init__(self, why: str, code: int) -> None:
-        super().__init__(why)
+        self.why = why
         self.code = code
+
+    def __str__(self) -> str:
+        return self.why
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -181,36 +186,42 @@ def supervise(
     `subprocess` says it); 128+N when signal N stopped the reaper; 124 on timeout.
     """
     who = f"nixtest: {name}: " if name else "nixtest: "
-
-    def stop(signum: int, frame: object) -> None:
-        raise _Stop(signal.Signals(signum).name, 128 + signum)
-
-    def expire(signum: int, frame: object) -> None:
-        raise _Stop(f"timed out after {timeout:g} seconds", EXIT_TIMEOUT)
-
-    for sig in stop_signals:
-        signal.signal(sig, stop)
-    if timeout > 0:
-        signal.signal(signal.SIGALRM, expire)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+    # The stop signals are blocked and taken with sigtimedwait, never by a handler
+    # that raises: a SIGTERM that comes while the test is already over (nixtest
+    # killing the group on Ctrl-C) would otherwise escape as a traceback into the
+    # test's output.  SIGCHLD is blocked too, so that it is queued and wakes us.
+    waited = {*stop_signals, signal.SIGCHLD}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
     status: int | None = None
     stopped: _Stop | None = None
-    try:
-        while status is None:
-            try:
-                pid, code = os.waitpid(-1, 0)
-            except ChildProcessError:
+    while status is None:
+        try:
+            pid, code = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == start:
+            status = code
+            continue
+        if pid != 0:
+            continue  # an orphan of the test's, re-parented to us
+        if deadline is None:
+            signo = signal.sigwaitinfo(waited).si_signo
+        else:
+            info = signal.sigtimedwait(waited, max(0.0, deadline - time.monotonic()))
+            if info is None:
+                stopped = _Stop(f"timed out after {timeout:g} seconds", EXIT_TIMEOUT)
                 break
-            if pid == start:
-                status = code
-    except _Stop as exc:
-        stopped = exc
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig in (*stop_signals, signal.SIGALRM):
-            signal.signal(sig, signal.SIG_IGN)  # the cleanup is not cut short
+            signo = info.si_signo
+        if signo != signal.SIGCHLD:
+            stopped = _Stop(signal.Signals(signo).name, 128 + signo)
+            break
     # stopped (timeout, SIGTERM from nixtest's own timeout): the test gets the full grace
     killed = sweep(LEFTOVER_GRACE if stopped is None else GRACE)
+    # a stop signal that came during the cleanup has nothing left to stop: drop it
+    for sig in stop_signals:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if status is None:
         # stopped early: the test's own process is among the killed
         with contextlib.suppress(ChildProcessError):
@@ -273,6 +284,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] =
         try:
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by main()
             read_only([p for p in readonly if os.path.isdir(p)])
             # The test dies with the reaper, should the reaper be killed outright.
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -352,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parent is not None and os.getppid() != parent:
         return 128 + signal.SIGTERM  # the parent died before we could watch it
     become_reaper()
+    # from here on a stop signal waits for supervise() to take it (none is lost before)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     env = environment(assignments, keep, os.environ)
     start = spawn(args, env, readonly)
     return die_like(supervise(start, name=name, timeout=timeout, result=result, quiet=quiet))
