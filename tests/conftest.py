@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,17 @@ def pgrep(marker: str) -> list[str]:
     """`pgrep -f marker`: the real tool, as a second opinion."""
     done = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     return done.stdout.split()
+
+
+def junit_outcomes(out: Path) -> dict[str, tuple[str, str]]:
+    """`package::test` -> (passed/failed/error/skipped, message) from OUT/junit.xml."""
+    results = {}
+    for suite in ET.parse(out / "junit.xml").getroot().iter("testsuite"):
+        for case in suite.iter("testcase"):
+            outcome, message = "passed", ""
+            for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+                element = case.find(tag)
+                if element is not None:
+                    outcome, message = name, element.get("message") or element.text or ""
+            results[f"{suite.get('name')}::{case.get('name')}"] = (outcome, message)
+    return results

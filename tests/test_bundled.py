@@ -18,14 +18,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import remove_tree, world_readable_dir
+from conftest import junit_outcomes, remove_tree, world_readable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "package_tests"
@@ -46,20 +45,6 @@ def bundled_tests() -> set[str]:
         tests = yaml.safe_load(tests_yaml.read_text())["tests"]
         found.update(f"{tests_yaml.parent.name}::{name}" for name in tests)
     return found
-
-
-def junit_results(out: Path) -> dict[str, tuple[str, str]]:
-    """`package::test` -> (passed/failed/error/skipped, message) from OUT/junit.xml."""
-    results = {}
-    for suite in ET.parse(out / "junit.xml").getroot().iter("testsuite"):
-        for case in suite.iter("testcase"):
-            outcome, message = "passed", ""
-            for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-                element = case.find(tag)
-                if element is not None:
-                    outcome, message = name, element.get("message") or element.text or ""
-            results[f"{suite.get('name')}::{case.get('name')}"] = (outcome, message)
-    return results
 
 
 @pytest.fixture
@@ -99,7 +84,7 @@ def test_the_readme_run_passes_every_bundled_test(checkout: Path) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     # its defaults: --tests package_tests, --out nixtest-out
-    results = junit_results(checkout / "nixtest-out")
+    results = junit_outcomes(checkout / "nixtest-out")
     expected = bundled_tests()
     assert len(expected) >= 30
     assert set(results) == expected
@@ -158,7 +143,7 @@ def test_the_bundled_tests_pass_on_a_prefix_set(checkout: Path) -> None:
 
     done = run(checkout, readme_run_command() + ["--set", f"prefix:{set_file}"])
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    results = junit_results(checkout / "nixtest-out")
+    results = junit_outcomes(checkout / "nixtest-out")
     assert set(results) == bundled_tests()
     assert all(outcome == "passed" for outcome, _ in results.values()), results
 
@@ -201,7 +186,7 @@ def test_the_bundled_tests_through_the_path_fallback(checkout: Path) -> None:
 
     done = run(checkout, readme_run_command(), env=env)
     assert done.returncode == 1, (done.stdout + done.stderr)[-5000:]
-    results = junit_results(checkout / "nixtest-out")
+    results = junit_outcomes(checkout / "nixtest-out")
     assert set(results) == bundled_tests()
     for test, (outcome, message) in NOT_ON_PATH.items():
         assert results[test][0] == outcome and message in results[test][1], (test, results[test])

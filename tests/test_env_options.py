@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from conftest import Suite, nixtest_command
+from conftest import Suite, junit_outcomes, nixtest_command
 
 #: seconds a whole run may take
 RUN_TIMEOUT = 300
@@ -34,20 +33,6 @@ def nixtest_run(suite: Suite, *args: str, **env: str) -> subprocess.CompletedPro
         timeout=RUN_TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
-
-
-def results(out: Path) -> dict[str, tuple[str, str]]:
-    """`package::test` -> (outcome, message) from OUT/junit.xml."""
-    found = {}
-    for suite in ET.parse(out / "junit.xml").getroot().iter("testsuite"):
-        for case in suite.iter("testcase"):
-            outcome, message = "passed", ""
-            for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-                element = case.find(tag)
-                if element is not None:
-                    outcome, message = name, element.get("message") or ""
-            found[f"{suite.get('name')}::{case.get('name')}"] = (outcome, message)
-    return found
 
 
 def output_of(done: subprocess.CompletedProcess[str]) -> str:
@@ -81,12 +66,12 @@ def test_nixtest_tests_and_nixtest_set(suite: Suite) -> None:
         suite, "--out", str(out), NIXTEST_TESTS=str(suite.tests), NIXTEST_SET=f"prefix:{set_file}"
     )
     assert done.returncode == 0, output_of(done)
-    assert results(out) == {"greeter::greets": ("passed", "")}
+    assert junit_outcomes(out) == {"greeter::greets": ("passed", "")}
 
     # without NIXTEST_SET, the host set: it has no package greeter
     done = nixtest_run(suite, "--out", str(out), NIXTEST_TESTS=str(suite.tests))
     assert done.returncode == 1, output_of(done)
-    outcome, message = results(out)["greeter::greets"]
+    outcome, message = junit_outcomes(out)["greeter::greets"]
     assert outcome == "error" and "package 'greeter' is not in the package set 'host'" in message
 
     # without NIXTEST_TESTS, the default folder package_tests/ of the current folder: there is none
@@ -104,7 +89,7 @@ def test_nixtest_tests_and_nixtest_set(suite: Suite) -> None:
         NIXTEST_TESTS=str(suite.tests),
         NIXTEST_SET=f"prefix:{set_file}",
     )
-    assert done.returncode == 1 and results(out)["greeter::greets"][0] == "error", output_of(done)
+    assert done.returncode == 1 and junit_outcomes(out)["greeter::greets"][0] == "error", output_of(done)
 
 
 @pytest.mark.dpkg
@@ -115,7 +100,7 @@ def test_nixtest_timeout_stops_a_test(suite: Suite) -> None:
     done = nixtest_run(suite, "--tests", str(suite.tests), "--out", str(suite.out), NIXTEST_TIMEOUT="2")
     took = time.monotonic() - started
     assert done.returncode == 1, output_of(done)
-    outcome, message = results(suite.out)["coreutils::naps"]
+    outcome, message = junit_outcomes(suite.out)["coreutils::naps"]
     assert outcome == "failed" and "timed out after 2 seconds" in message, message
     assert took < 100, f"the run took {took:.0f} s: the test was not stopped"
     assert "timed out after 2 seconds" in suite.log("coreutils", "naps").read_text()
@@ -154,11 +139,11 @@ def test_nixtest_jobs_runs_tests_at_the_same_time(suite: Suite) -> None:
     rendezvous(suite, 120)
     done = nixtest_run(suite, "--tests", str(suite.tests), "--out", str(suite.out), NIXTEST_JOBS="2")
     assert done.returncode == 0, output_of(done)
-    assert results(suite.out) == {"coreutils::one": ("passed", ""), "coreutils::two": ("passed", "")}
+    assert junit_outcomes(suite.out) == {"coreutils::one": ("passed", ""), "coreutils::two": ("passed", "")}
 
     # NIXTEST_JOBS=1: one at a time, so the first one waits in vain (3 s), the second finds it started
     rendezvous(suite, 3)
     done = nixtest_run(suite, "--tests", str(suite.tests), "--out", str(suite.out), NIXTEST_JOBS="1")
     assert done.returncode == 1, output_of(done)
-    outcomes = sorted(outcome for outcome, _ in results(suite.out).values())
-    assert outcomes == ["failed", "passed"], results(suite.out)
+    outcomes = sorted(outcome for outcome, _ in junit_outcomes(suite.out).values())
+    assert outcomes == ["failed", "passed"], junit_outcomes(suite.out)
