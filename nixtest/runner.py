@@ -103,19 +103,24 @@ class Context:
         return self._scratch
 
     def zygote_for(self, prepared: Prepared) -> Zygote | None:
-        """The zygote to start this test's driver from; None for the wrapper's own way.
+        """The zygote to fork this test's supervisor from; None for the wrapper's own way.
 
-        Only Python-driven tests use one, and only those whose environment sets
-        nothing that an interpreter reads when it starts (a locale, TZ): the
-        zygote started under none.
+        `run:` tests use one: the supervisor execs their command with exactly
+        the wrapper's environment.  Python-driven tests use one when their
+        environment sets nothing that an interpreter reads when it starts (a
+        locale, TZ; the zygote started under none) and their interpreter is
+        this one.  Autopkgtests never (their wrapper does more than start them).
         """
         test = prepared.test
-        if not self.warm or not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
+        if not self.warm:
             return None
-        if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
-            return None
-        if os.path.realpath(prepared.plan.python) != os.path.realpath(sys.executable):
-            return None  # the zygote is this interpreter
+        if test.kind != "run":
+            if not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
+                return None
+            if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
+                return None
+            if os.path.realpath(prepared.plan.python) != os.path.realpath(sys.executable):
+                return None  # the zygote is this interpreter
         with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive:
                 self._zygote = Zygote(sys.executable)
@@ -314,6 +319,7 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
         profile=str(prepared.plan.profile),
         properties=dict(prepared.properties),
     )
+    match_limit = MATCH_LIMIT if test.expect.has_patterns else 0
     try:
         zygote = ctx.zygote_for(prepared)
         if zygote is None:
@@ -324,10 +330,12 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
                 secrets=secrets,
                 env=env,
                 on_start=on_start,
-                match_limit=MATCH_LIMIT if test.expect.has_patterns else 0,
+                match_limit=match_limit,
             )
         else:
-            run = _run_warm(prepared, zygote, argv, workdir, result_file, log_path, timeout, env, on_start)
+            run = _run_warm(
+                prepared, zygote, argv, workdir, result_file, log_path, timeout, env, on_start, match_limit
+            )
     except NixtestError as exc:
         result.outcome, result.message, result.end = "error", exc.message, time.time()
         return result
@@ -423,19 +431,23 @@ def _run_warm(
     timeout: float,
     env: dict[str, str],
     on_start: Callable[[int], None] | None,
+    match_limit: int,
 ) -> ProcessRun:
-    """A Python-driven test whose driver the zygote forks, warm, instead of the wrapper starting it.
+    """A test whose supervisor the zygote forks, warm, instead of the wrapper starting one.
 
     The wrapper still prepares the working directory when there is more to it
-    than the profile link (`--prepare`); the child gets the environment,
-    working directory, session and arguments the wrapper would give the driver.
+    than the profile link (`--prepare`).  The zygote's child becomes the
+    supervisor (nixtest.child.reaper) in the working directory, and starts
+    below it what the wrapper's supervisor would: a `run:` test's command with
+    the wrapper's environment, or the driver with the wrapper's arguments.
     """
     plan = prepared.plan
-    secrets = {name: os.environ[name] for name in prepared.test.secrets if name in os.environ}
+    test = prepared.test
+    secrets = {name: os.environ[name] for name in test.secrets if name in os.environ}
     masked = [value for value in secrets.values() if value]
-    started = time.monotonic()
-    append = False
-    if prepared.test.skel is not None or prepared.test.sources or plan.links:
+    append, left = False, timeout
+    if test.skel is not None or test.sources or plan.links:
+        started = time.monotonic()
         prepare = [*argv, "--prepare"]
         prep = run_supervised(
             prepare, log_path=log_path, timeout=timeout, secrets=masked, env=env, on_start=on_start
@@ -443,20 +455,36 @@ def _run_warm(
         if prep.timed_out or prep.exit_code != 0:
             return prep
         append = True
-    child_env = plan.driver_environment(str(workdir), secrets)
-    args = plan.driver_arguments(str(result_file))
-    left = max(0.0, timeout - (time.monotonic() - started))
-    run = run_supervised(
-        [plan.python, "-I", "-m", "nixtest.driver", *args],
+        # what is left of the test's time (the messages say the rest)
+        left = max(0.0, timeout - (time.monotonic() - started))
+    request: dict[str, Any] = {
+        "cwd": str(workdir),
+        "name": f"{test.package}::{test.name}",
+        "result": str(result_file),
+        "read_only": [str(p) for p in plan.read_only()],
+    }
+    if test.run is not None:
+        # as the wrapper says before it execs the command: the runner checks its
+        # exit code and `expect` patterns (_attempt)
+        with open(result_file, "a", encoding="utf-8") as f:
+            f.write('{"type": "exec"}\n')
+        request.update(exec=plan.command(), env=plan.command_environment(str(workdir), secrets))
+    else:
+        request.update(
+            args=plan.driver_arguments(str(result_file)),
+            env=plan.driver_environment(str(workdir), secrets),
+        )
+    # named after the wrapper it stands for (the reports' command)
+    return run_supervised(
+        argv,
         log_path=log_path,
         timeout=left,
         secrets=masked,
         on_start=on_start,
-        spawn=lambda: zygote.spawn(args, child_env, str(workdir)),
+        spawn=lambda: zygote.spawn(request),
         append=append,
+        match_limit=match_limit,
     )
-    run.command = list(argv)
-    return run
 
 
 def _mask_result(result: TestResult, secrets: list[str]) -> None:

@@ -68,6 +68,30 @@ class WrapperPlan:
             env["NIXTEST_LD_LIBRARY_PATH"] = libraries
         return env
 
+    def command_environment(self, workdir: str, secrets: Mapping[str, str]) -> dict[str, str]:
+        """A `run:` test's command's environment in nixtest's own run, as the wrapper's supervisor
+        builds it: its assignments in their order (a driven test's LD_LIBRARY_PATH last), then
+        the secrets set in the caller's environment (`secrets`)."""
+        env = {"HOME": workdir, "TMPDIR": f"{workdir}/.tmp"}
+        env.update(self.environment())
+        if self.driven:
+            libraries = env.pop("LD_LIBRARY_PATH", None)
+            if libraries:
+                env["LD_LIBRARY_PATH"] = libraries
+        env.update((name, secrets[name]) for name in self.test.secrets if name in secrets)
+        return env
+
+    def command(self) -> list[str]:
+        """What a `run:` test's supervisor starts: its line, run by /bin/sh."""
+        assert self.test.run is not None
+        return ["/bin/sh", "-c", self.test.run]
+
+    def read_only(self) -> list[Path]:
+        """The profiles the test's supervisor makes read-only to it (to root too): its own and
+        the sibling profiles it links to."""
+        others = [p for p in self.links.values() if p != self.profile and p.parent == self.profile.parent]
+        return list(dict.fromkeys([self.profile, *others]))
+
     def driver_arguments(self, result: str) -> list[str]:
         """`nixtest.driver`'s arguments in nixtest's own run (which times the test itself)."""
         return ["--spec", json.dumps(self.spec()), "--result", result, "--timeout", "0"]
@@ -308,10 +332,8 @@ def render(plan: WrapperPlan) -> str:
         assigns.append(q(f"{key}={value}"))
     keep = "".join(f" --keep {s}" for s in t.secrets)
     # the profiles are shared by every test and run: read-only to the test, also to root
-    profiles = ['"$nt_profile"'] + [
-        q(p) for p in plan.links.values() if p != plan.profile and p.parent == plan.profile.parent
-    ]
-    keep += "".join(f" --read-only {p}" for p in dict.fromkeys(profiles))
+    profiles = ['"$nt_profile"'] + [q(p) for p in plan.read_only()[1:]]
+    keep += "".join(f" --read-only {p}" for p in profiles)
     timed = "run" if t.kind == "run" and not plan.driven else "none"
     lines += [
         "# The supervisor (nixtest.child.reaper) clears the environment as `env -i` does, takes the",
@@ -344,7 +366,7 @@ def render(plan: WrapperPlan) -> str:
             '    if [ "$nt_runner" = 1 ]; then',
             '        printf \'{"type": "exec"}\\n\' >> "$nt_result"',
             *([f'        set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
-            f'        exec "$@" /bin/sh -c {q(t.run)}',
+            f'        exec "$@" {" ".join(q(word) for word in plan.command())}',
             "    fi",
         ]
     if plan.driven:
@@ -364,7 +386,7 @@ def render(plan: WrapperPlan) -> str:
         assert t.run is not None
         lines += [
             "    # Timed by the supervisor (--timeout): SIGTERM to all the test started, SIGKILL 5 s later.",
-            f'    "$@" /bin/sh -c {q(t.run)}',
+            f'    "$@" {" ".join(q(word) for word in plan.command())}',
             "    nt_rc=$?",
             '    if [ "$nt_timer" != 0 ] && [ "$nt_rc" -eq 124 ]; then',
             '        printf \'nixtest: %s timed out after %s seconds\\n\' "$nt_name" "$nt_timer" >&2',

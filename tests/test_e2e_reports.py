@@ -305,6 +305,10 @@ def execute(scenario: Scenario, root: Path, state: Path) -> Run:
                 name = re.escape(f"{package}.{scenario.crash}.")
                 marker = re.escape(str(tmpdir)) + rf"/[^/]+/{name}"
                 worker = parent_of(marker, time.monotonic() + 60)
+                if b"nixtest.child.zygote" in Path(f"/proc/{worker}/cmdline").read_bytes():
+                    # its supervisor was forked by the worker's zygote: the worker is the zygote's parent
+                    status = Path(f"/proc/{worker}/status").read_text()
+                    worker = int(re.search(r"^PPid:\s+(\d+)", status, re.M)[1])  # type: ignore[index]
                 assert worker != proc.pid, "the test does not run in a pytest-xdist worker"
                 os.kill(worker, signal.SIGKILL)
             returncode = proc.wait(timeout=RUN_TIMEOUT)

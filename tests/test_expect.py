@@ -29,18 +29,22 @@ def test_problems() -> None:
 def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) -> None:
     ppid = suite.root / "ppid"
     wrong = "echo ho; echo err >&2; exit 2"
+    # the parent of the command's supervisor: its pid's parent, and its command line
+    up = f"z=$(cut -d' ' -f4 /proc/$PPID/stat); cut -d' ' -f4 /proc/$z/stat > {ppid}"
+    up += f"; cat /proc/$z/cmdline > {ppid}.z"
     suite.package(
         "coreutils",
         f"""
         tests:
-          match: {{run: "cut -d' ' -f4 /proc/$PPID/stat > {ppid}; echo hi", expect: {{stdout: '^hi$'}}}}
+          match: {{run: "{up}; echo hi", expect: {{stdout: '^hi$'}}}}
           mismatch: {{run: "{wrong}", expect: {{exit: 2, stdout: '^hi$', stderr: '^err'}}}}
         """,
     )
     code, output, pid = run(suite, "-j", "1")
     assert code == 1, output
-    # no driver, no shell of the wrapper's between nixtest and the command: only its
-    # supervisor (nixtest.child.reaper), whose parent is nixtest
+    # no driver, no shell of the wrapper's, no interpreter started for it between
+    # nixtest and the command: only its supervisor, forked by nixtest's zygote
+    assert b"nixtest.child.zygote" in ppid.with_name("ppid.z").read_bytes()
     assert int(ppid.read_text()) == pid
     message = f"{wrong!r} stdout does not match '^hi$'"
     failure = junit_case(suite.out, "coreutils::mismatch").find("failure")

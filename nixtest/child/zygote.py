@@ -80,7 +80,12 @@ def warm_up() -> None:
 
 
 def become_test(request: dict[str, Any], stdout: int, stderr: int, startup_env: dict[str, str]) -> int:
-    """In the forked child: turn into the process the wrapper would have started, run the driver."""
+    """In the forked child: turn into the supervisor the wrapper would have started, start the test.
+
+    The request names the test's `result` file, its `name` and the profiles to
+    make `read_only`, and either the driver's `args` or, for a `run:` test, the
+    command to `exec` with exactly `env`.
+    """
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
@@ -92,29 +97,38 @@ def become_test(request: dict[str, Any], stdout: int, stderr: int, startup_env: 
     os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
     os.umask(0o022)
     os.chdir(request["cwd"])
-    # This process stays above the driver as the test's supervisor, as on the
-    # wrapper's path (nixtest.child.reaper): the subreaper of all the test starts,
-    # ending it all when the driver ends, and with the zygote (so with nixtest).
+    # This process stays above the test as its supervisor, as on the wrapper's
+    # path (nixtest.child.reaper): the subreaper of all the test starts, ending
+    # it all when the test ends, and with the zygote (so with nixtest).
     from nixtest.child import reaper
 
-    args = list(request["args"])
-    result = args[args.index("--result") + 1] if "--result" in args[:-1] else None
+    read_only = [str(p) for p in request.get("read_only", [])]
     reaper.die_with_parent()
     reaper.become_reaper()
-    driver_pid = os.fork()
-    if driver_pid > 0:
-        code = reaper.supervise(driver_pid, result=result)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(reaper.die_like(code))
+    if request.get("exec") is not None:
+        # a `run:` test: its command, started as the wrapper's supervisor starts it
+        # (reaper.main); a stop signal waits for supervise() from here on
+        signal.pthread_sigmask(signal.SIG_BLOCK, reaper.STOP_SIGNALS)
+        test_pid = reaper.spawn(list(request["exec"]), dict(request["env"]), read_only)
+    else:
+        test_pid = os.fork()
+        if test_pid == 0:
+            return _driver(request, startup_env, read_only)
+    code = reaper.supervise(test_pid, name=str(request.get("name", "")), result=request.get("result"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(reaper.die_like(code))
+
+
+def _driver(request: dict[str, Any], startup_env: dict[str, str], read_only: list[str]) -> int:
+    """Below the supervisor: the Python-driven test's driver, as a fresh interpreter would run it."""
+    from nixtest.child import reaper
+
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     reaper.die_with_parent(signal.SIGKILL)
-    # the profile, read-only to a test run as root, as on the wrapper's path
-    if "--spec" in args[:-1]:
-        profile = json.loads(args[args.index("--spec") + 1]).get("profile")
-        if profile and os.path.isdir(profile):
-            reaper.read_only([profile])
+    # the profiles, read-only to a test run as root, as on the wrapper's path
+    reaper.read_only([p for p in read_only if os.path.isdir(p)])
     # What a fresh interpreter under the wrapper's `env -i` would have: the
     # wrapper's variables, plus what the interpreter added itself at start-up
     # (the zygote started under an empty environment too: LC_CTYPE=C.UTF-8).

@@ -119,8 +119,12 @@ class Zygote:
             waiter[1].append(message)
             waiter[0].set()
 
-    def spawn(self, args: list[str], env: dict[str, str], cwd: str) -> ZygoteChild:
-        """A child running `nixtest.driver.main(args)` with exactly `env`, in `cwd`."""
+    def spawn(self, request: dict[str, Any]) -> ZygoteChild:
+        """A child that becomes the test's supervisor and starts the test, as `request` says.
+
+        Its keys (nixtest.child.zygote.become_test): `cwd`, `env`, `name`, `result`,
+        `read_only`, and either `args` (`nixtest.driver.main`'s) or `exec` (a command).
+        """
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         request_id = next(self._ids)
@@ -131,7 +135,7 @@ class Zygote:
                 if not self.alive:
                     raise ExecutionError("the zygote has ended")
                 self._replies[request_id] = (event, box)
-            send(self.sock, {"id": request_id, "args": args, "env": env, "cwd": cwd}, [out_w, err_w])
+            send(self.sock, {**request, "id": request_id}, [out_w, err_w])
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
