@@ -65,7 +65,7 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 
 
 def warm_up() -> None:
-    """Imports what the drivers of classic scripts, pytest modules and imports: tests use."""
+    """Imports what the supervisor and the drivers of classic scripts, pytest modules, imports: use."""
     import logging  # noqa: F401
 
     import plumbum  # noqa: F401
@@ -74,6 +74,7 @@ def warm_up() -> None:
     from _pytest.config import default_plugins
 
     import nixtest.driver  # noqa: F401
+    from nixtest.child import reaper  # noqa: F401  every child becomes a supervisor (ctypes: 1 ms)
 
     for name in default_plugins:
         __import__(f"_pytest.{name}")
