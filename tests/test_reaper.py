@@ -71,3 +71,23 @@ def test_the_tests_own_exit_code_is_passed_on() -> None:
     )
     assert done.returncode == 7
     assert done.stderr == b""
+
+
+def test_the_tests_command_gets_default_signal_actions() -> None:
+    # Python ignores SIGPIPE; a shell pipeline's writer must still just end when its reader does
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", "nixtest.child.reaper", "--", "/bin/sh", "-c", "yes | head -n 1"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"y\n", b"")
+    shown = subprocess.run(
+        [sys.executable, "-I", "-m", "nixtest.child.reaper", "--"]
+        + ["/bin/sh", "-c", "grep '^SigIgn' /proc/self/status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    ignored = int(shown.stdout.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), shown.stdout

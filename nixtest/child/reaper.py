@@ -40,6 +40,16 @@ LEFTOVER_GRACE = 1.0
 #: exit code on --timeout, as timeout(1)
 EXIT_TIMEOUT = 124
 EXIT_USAGE = 4
+#: signals the test's command gets with their default action, whatever the supervisor did with them
+RESET_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGALRM,
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+)
 #: what supervise() waits for besides its own stop signals
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
 
@@ -282,7 +292,9 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] =
     pid = os.fork()
     if pid == 0:
         try:
-            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+            # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
+            # exec: the test's `yes | head -1` would complain of a broken pipe, not just end.
+            for sig in RESET_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by main()
             read_only([p for p in readonly if os.path.isdir(p)])
