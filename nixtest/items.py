@@ -53,7 +53,14 @@ class PackageTest(pytest.Item):
         return self.path / "tests.yaml", None, self.definition.nodeid
 
     def _record(self, result: TestResult) -> None:
-        self.user_properties.append((RESULT_PROPERTY, result.to_json()))
+        handoff = self.config.stash.get(HANDOFF_KEY, None)
+        if handoff is not None:
+            # this process writes the reports: the result object itself, no JSON
+            # copy kept in the item and its reports for the rest of the run
+            handoff[self.nodeid] = result
+        else:
+            # a pytest-xdist worker: the result travels to the controller with the report
+            self.user_properties.append((RESULT_PROPERTY, result.to_json()))
 
     def setup(self) -> None:
         prepared = self.planned if self.planned is not None else prepare(self.definition, self.context)
@@ -86,5 +93,8 @@ class PackageTest(pytest.Item):
 
 
 CONTEXT_KEY = pytest.StashKey[Context]()
+#: in the process that writes the reports: node id -> the result its item just
+#: recorded, taken by `ResultCollector` from the report that follows
+HANDOFF_KEY = pytest.StashKey[dict[str, TestResult]]()
 #: results of tests stopped by Ctrl-C, SIGTERM or SIGHUP
 INTERRUPTED_KEY = pytest.StashKey[list[tuple[str, TestResult]]]()

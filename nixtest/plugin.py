@@ -20,6 +20,7 @@ from nixtest.history.compare import from_file as baseline_file
 from nixtest.history.session import FAIL_ON, HistorySession, parse_retries
 from nixtest.items import (
     CONTEXT_KEY,
+    HANDOFF_KEY,
     INTERRUPTED_KEY,
     RESULT_PROPERTY,
     AutopkgtestFolder,
@@ -182,6 +183,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # `nixtest run`: a run of package tests from the start
         _take_out(config, context)
         _stop_on_signals()
+    config.stash[HANDOFF_KEY] = {}
     config.pluginmanager.register(ResultCollector(config, history), "nixtest-results")
     jobs = parse_jobs(str(config.getoption("nixtest_jobs")), "--nixtest-jobs")
     config.pluginmanager.register(RunLoop(jobs), "nixtest-loop")
@@ -261,6 +263,16 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
 
             build_profiles(definitions, config.stash[CONTEXT_KEY], terminal_say(config))
     yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if isinstance(item, PackageTest) and report.when != "teardown" and item.user_properties:
+        # a pytest-xdist worker's result went with this report: neither the item, for the
+        # rest of the run, nor its teardown report, sent to the controller again, keeps it
+        item.user_properties[:] = [p for p in item.user_properties if p[0] != RESULT_PROPERTY]
+    return report
 
 
 def _note_ignored(config: pytest.Config, path: Path, why: str) -> None:
@@ -400,16 +412,25 @@ class ResultCollector:
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for key, value in report.user_properties:
-            if key == RESULT_PROPERTY:
-                if report.when == "teardown":
-                    return  # the item's properties again: recorded at setup or call
-                result = TestResult.from_json(str(value))
-                self.results[report.nodeid] = result
-                self.history.add(result, self._tests_dir())
-                return
+        result = self.config.stash[HANDOFF_KEY].pop(report.nodeid, None)
+        if result is None:
+            result = self._from_worker(report)
+        if result is not None:
+            self.results[report.nodeid] = result
+            self.history.add(result, self._tests_dir())
+            return
         if report.failed and report.nodeid not in self.results:
             self._lost(report)
+
+    @staticmethod
+    def _from_worker(report: pytest.TestReport) -> TestResult | None:
+        """The result a pytest-xdist worker sent with the report of its setup or call."""
+        if report.when == "teardown":
+            return None  # the item's properties again: recorded at setup or call
+        for key, value in report.user_properties:
+            if key == RESULT_PROPERTY:
+                return TestResult.from_json(str(value))
+        return None
 
     def _lost(self, report: pytest.TestReport) -> None:
         """A package test that ended with no result of its own: its worker crashed."""
