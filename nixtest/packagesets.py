@@ -278,6 +278,8 @@ class DpkgSet:
         self._providers: dict[str, list[str]] = {}
         self._sorted: list[str] = []
         self._files: dict[str, list[tuple[str, str]]] = {}
+        #: name -> package_identity(name): one pair of strings shared by every result
+        self._identities: dict[str, tuple[str, str]] = {}
         self._alternatives: dict[str, list[str]] | None = None
         self.alternatives_dir = Path("/var/lib/dpkg/alternatives")
         self.alternatives_links = Path("/etc/alternatives")
@@ -346,8 +348,11 @@ class DpkgSet:
 
     def package_identity(self, name: str) -> tuple[str, str]:
         """(version, version:arch): what a result depends on (see nixtest.run.inputs)."""
-        package = self._get(name)
-        return package.version, f"{package.version}:{package.arch}"
+        found = self._identities.get(name)
+        if found is None:
+            package = self._get(name)
+            found = self._identities[name] = (package.version, f"{package.version}:{package.arch}")
+        return found
 
     def dependencies(self, name: str) -> list[str]:
         """Depends and Pre-Depends, each ``a | b`` resolved to its first installed choice.
