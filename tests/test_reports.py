@@ -874,3 +874,13 @@ def test_comparison_and_flaky_tests_in_every_report(tmp_path: Path) -> None:
     assert props["nixtest.newly-failing"] == "1" and props["nixtest.removed.tests"] == "pkg::gone"
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["newly-failing"] == 1 and report["removed"] == ["pkg::gone"]
+
+
+@pytest.mark.parametrize("name", ["junit.xml", "log.xml", "log.html", "report.json"])
+def test_a_report_written_as_it_is_made_is_the_rendered_text(out: Path, name: str) -> None:
+    """The writers stream their file (issue 8: a 10,000-test report is not held whole): same bytes as `render`."""
+    from nixtest.reports import junit, loghtml, logxml, reportjson
+
+    module = {"junit.xml": junit, "log.xml": logxml, "log.html": loghtml, "report.json": reportjson}[name]
+    again = make_run(out)
+    assert (out / name).read_bytes() == module.render(again, out).encode("utf-8")

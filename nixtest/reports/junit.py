@@ -24,7 +24,7 @@ from nixtest.reports.common import (
     step_summary,
     suite_properties,
 )
-from nixtest.reports.text import atomic_write, clean_tail_chunks, clean_text, omission_note
+from nixtest.reports.text import atomic_stream, clean_tail_chunks, clean_text, omission_note
 from nixtest.results import Chunks, RunSummary, Step, TestResult
 
 #: a failure/error/skipped `message` attribute is one short line
@@ -224,8 +224,8 @@ def _fix_up(root: ET.Element, run: RunSummary) -> None:
     root.set("time", _time(run.duration))
 
 
-def render(run: RunSummary, out: Path) -> str:
-    """The whole junit.xml document."""
+def _tree(run: RunSummary, out: Path) -> ET.Element:
+    """The whole junit.xml document, as a tree."""
     hostname = socket.gethostname()
     suites = []
     for package, results in run.by_package().items():
@@ -245,7 +245,15 @@ def render(run: RunSummary, out: Path) -> str:
     _add_attempts(root, run)
     _fix_up(root, run)
     ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return root
+
+
+def render(run: RunSummary, out: Path) -> str:
+    """The whole junit.xml document."""
+    return HEAD + ET.tostring(_tree(run, out), encoding="unicode") + "\n"
+
+
+HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
 
 
 class JUnitReporter:
@@ -254,4 +262,9 @@ class JUnitReporter:
     name = "junit"
 
     def write(self, run: RunSummary, out: Path) -> list[Path]:
-        return [atomic_write(out / "junit.xml", render(run, out))]
+        # as `render`, the text written as it is made rather than held whole
+        with atomic_stream(out / "junit.xml") as f:
+            f.write(HEAD)
+            ET.ElementTree(_tree(run, out)).write(f, encoding="unicode")
+            f.write("\n")
+        return [out / "junit.xml"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import urllib.parse
+from collections.abc import Iterator
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
@@ -30,7 +31,7 @@ from nixtest.reports.common import (
 from nixtest.reports.logxml import bounded_lines
 from nixtest.reports.strip import CSS as STRIP_CSS
 from nixtest.reports.strip import strip_html
-from nixtest.reports.text import atomic_write, clean_text
+from nixtest.reports.text import atomic_stream, clean_text
 from nixtest.results import RunSummary, Step, TestResult
 
 CSS = """
@@ -209,13 +210,18 @@ def _changes(run: RunSummary, anchors: dict[int, str]) -> str:
 
 def render(run: RunSummary, out: Path) -> str:
     """The whole log.html page."""
+    return "".join(_pieces(run, out))
+
+
+def _pieces(run: RunSummary, out: Path) -> Iterator[str]:
+    """The page, a test at a time: a 10,000-test page is never held whole."""
     packages = run.by_package()
     anchors: dict[int, str] = {}
     for n, result in enumerate((r for rs in packages.values() for r in rs), 1):
         anchors[id(result)] = f"t{n}"
     bad = [r for rs in packages.values() for r in rs if is_bad(r)]
     title = f"nixtest: {run.count('passed')} passed, {len(bad)} failed"
-    parts = [
+    yield from [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n',
         f"<title>{esc(title)}</title>\n<style>{CSS}{STRIP_CSS}</style>\n</head>\n<body>\n",
@@ -224,25 +230,24 @@ def render(run: RunSummary, out: Path) -> str:
         _changes(run, anchors),
     ]
     if bad:
-        parts.append('<h2 class="failed">Failed</h2>\n<ul>\n')
+        yield ('<h2 class="failed">Failed</h2>\n<ul>\n')
         for r in bad:
-            parts.append(
+            yield (
                 f'<li><a href="#{anchors[id(r)]}">{esc(r.nodeid)}</a>: '
                 f"{esc(outcome_label(r))} — {esc(r.message)}</li>\n"
             )
-        parts.append("</ul>\n")
+        yield "</ul>\n"
     for package, results in packages.items():
         package_bad = any(is_bad(r) for r in results)
         duration = sum(r.duration for r in results)
-        parts.append(
+        yield (
             f'<details class="package"{" open" if package_bad else ""}>'
             f'<summary>package <span class="name">{esc(package)}</span>: '
             f"{esc(package_counts(results))} ({seconds(duration)} s)</summary>\n"
         )
-        parts.extend(_test(r, out, anchors[id(r)], _strip(run, r)) for r in results)
-        parts.append("</details>\n")
-    parts.append("</body>\n</html>\n")
-    return "".join(parts)
+        yield from (_test(r, out, anchors[id(r)], _strip(run, r)) for r in results)
+        yield "</details>\n"
+    yield "</body>\n</html>\n"
 
 
 class LogHTMLReporter:
@@ -251,4 +256,6 @@ class LogHTMLReporter:
     name = "loghtml"
 
     def write(self, run: RunSummary, out: Path) -> list[Path]:
-        return [atomic_write(out / "log.html", render(run, out))]
+        with atomic_stream(out / "log.html") as f:
+            f.writelines(_pieces(run, out))
+        return [out / "log.html"]

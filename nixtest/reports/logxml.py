@@ -45,7 +45,7 @@ from nixtest.reports.common import (
 )
 from nixtest.reports.text import (
     OUTPUT_LIMIT,
-    atomic_write,
+    atomic_stream,
     clean_tail_chunks,
     clean_text,
     omission_note,
@@ -74,7 +74,7 @@ def bounded_lines(chunks: list[tuple[str, str]], log: str, dropped_bytes: int = 
 class _LogWriter:
     """The XMLLogger's vocabulary (nest/head/line) over an XMLGenerator."""
 
-    def __init__(self, stream: io.StringIO) -> None:
+    def __init__(self, stream: io.TextIOBase) -> None:
         self._xml = XMLGenerator(stream, encoding="utf-8", short_empty_elements=False)
 
     def start(self) -> None:
@@ -164,7 +164,13 @@ def _write_test(log: _LogWriter, result: TestResult, out: Path) -> None:
 def render(run: RunSummary, out: Path) -> str:
     """The whole log.xml document."""
     buffer = io.StringIO()
-    log = _LogWriter(buffer)
+    _write(run, out, buffer)
+    return buffer.getvalue()
+
+
+def _write(run: RunSummary, out: Path, stream: io.TextIOBase) -> None:
+    """The document into `stream` as it is made: a 10,000-test log is never held whole."""
+    log = _LogWriter(stream)
     log.start()
     for package, results in run.by_package().items():
         head = f"package {package}"
@@ -179,7 +185,6 @@ def render(run: RunSummary, out: Path) -> str:
         log.line("the run was interrupted: not every test ran", {"warning": "1"})
     log.line(f"(finished: {run_counts(run)}, in {run.duration:.2f} seconds)")
     log.end()
-    return buffer.getvalue()
 
 
 class LogXMLReporter:
@@ -188,4 +193,6 @@ class LogXMLReporter:
     name = "logxml"
 
     def write(self, run: RunSummary, out: Path) -> list[Path]:
-        return [atomic_write(out / "log.xml", render(run, out))]
+        with atomic_stream(out / "log.xml") as f:
+            _write(run, out, f)
+        return [out / "log.xml"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nixtest.reports.common import log_path, relative_to_out
-from nixtest.reports.text import atomic_write
+from nixtest.reports.text import atomic_stream
 from nixtest.results import SCHEMA_VERSION, RunSummary, TestResult
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed")
@@ -41,6 +41,10 @@ def test_entry(result: TestResult, out: Path) -> dict[str, Any]:
 
 
 def render(run: RunSummary, out: Path) -> str:
+    return json.dumps(_document(run, out), indent=1, ensure_ascii=False) + "\n"
+
+
+def _document(run: RunSummary, out: Path) -> dict[str, Any]:
     counts: dict[str, int] = {o: run.count(o) for o in OUTCOMES}
     counts["cached"] = sum(1 for r in run.results if r.cached)
     counts["flaky"] = sum(1 for r in run.results if r.flaky)
@@ -56,7 +60,7 @@ def render(run: RunSummary, out: Path) -> str:
         "removed": list(run.removed),
         "tests": [test_entry(r, out) for rs in run.by_package().values() for r in rs],
     }
-    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    return data
 
 
 class ReportJSONReporter:
@@ -65,4 +69,8 @@ class ReportJSONReporter:
     name = "report.json"
 
     def write(self, run: RunSummary, out: Path) -> list[Path]:
-        return [atomic_write(out / "report.json", render(run, out))]
+        # as `render`, written as it is encoded
+        with atomic_stream(out / "report.json") as f:
+            json.dump(_document(run, out), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        return [out / "report.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
@@ -188,13 +189,29 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     A reader, or a run that is killed half-way, sees the old file or the new
     one, never a half-written file.  Missing parent directories are created.
     """
+    with atomic_stream(path) as f:
+        if isinstance(data, bytes):
+            f.flush()
+            f.buffer.write(data)
+        else:
+            f.write(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_stream(path: Path | str) -> Iterator[io.TextIOWrapper]:
+    """`atomic_write` for a report written piece by piece into the UTF-8 text file given.
+
+    A 10,000-test report is tens of MB: written as it is made, it is never also held
+    whole as one string and its bytes (issue 8, peak memory).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+        # newline="": no translation, the text is written as it is
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes the file 0600; reports are for everyone to read.
@@ -207,4 +224,3 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
