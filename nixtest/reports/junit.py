@@ -241,7 +241,10 @@ def _tree(run: RunSummary, out: Path) -> ET.Element:
                 timestamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
             )
         )
-    root = ET.fromstring(to_xml_report_string(suites, prettyprint=False))
+    text = to_xml_report_string(suites, prettyprint=False)
+    suites.clear()  # parsed back below: at 10,000 tests both at once are tens of MB
+    root = ET.fromstring(text)
+    del text
     _add_attempts(root, run)
     _fix_up(root, run)
     ET.indent(root)

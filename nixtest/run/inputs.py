@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -167,6 +168,29 @@ def package_identity(pset: PackageSet, name: str) -> tuple[str, str]:
     return version, version
 
 
+#: package set -> closure -> (shown, full): the tests of one package share one pair of
+#: dicts, read only, instead of a pair each for the whole run (about 1.2 KiB a test)
+_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], tuple[dict[str, str], dict[str, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _identities(pset: PackageSet, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each package's (shown, full) identity, as two dicts shared by the tests of the same closure."""
+    try:
+        known = _SHARED.setdefault(pset, {})
+    except TypeError:  # a set that takes no weak reference: no sharing
+        known = {}
+    found = known.get(tuple(names))
+    if found is None:
+        full: dict[str, str] = {}
+        shown: dict[str, str] = {}
+        for name in names:
+            shown[name], full[name] = package_identity(pset, name)
+        found = known[tuple(names)] = (shown, full)
+    return found
+
+
 def timeout_of(test: TestDef, override: float | None) -> float:
     """The timeout the test runs with: its own, else the run's, else the default."""
     return test.timeout if (test.timeout_set or override is None) else override
@@ -190,10 +214,7 @@ def inputs_of(
         names = sorted(set(packages))
     else:
         names = closure(pset, test.packages_needed() | {test.package})
-    full: dict[str, str] = {}
-    shown: dict[str, str] = {}
-    for name in names:
-        shown[name], full[name] = package_identity(pset, name)
+    shown, full = _identities(pset, names)
     parts: dict[str, Any] = {
         "format": KEY_FORMAT,
         "definition": _digest(definition_parts(test)),
