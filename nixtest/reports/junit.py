@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -225,26 +226,34 @@ def _fix_up(root: ET.Element, run: RunSummary) -> None:
 
 
 def _tree(run: RunSummary, out: Path) -> ET.Element:
-    """The whole junit.xml document, as a tree."""
+    """The whole junit.xml document, as a tree.
+
+    `junit_xml` makes the text of a package's suite at a time, parsed back into
+    one tree, with the totals `to_xml_report_string` gives the whole document:
+    the whole run's text, its bytes and a second tree are never held at once
+    (at 10,000 tests they were the run's peak memory, issue 8).
+    """
     hostname = socket.gethostname()
-    suites = []
+    root = ET.Element("testsuites")
+    totals: defaultdict[str, float] = defaultdict(int)
     for package, results in run.by_package().items():
         started = min(r.start for r in results)
-        suites.append(
-            TestSuite(
-                name=_xml_text(package),
-                test_cases=[_test_case(r, out) for r in results],
-                hostname=_xml_text(hostname),
-                properties={_xml_text(k): _xml_text(v) for k, v in suite_properties(run, package, results)}
-                or None,
-                # the Ant format: local time, no time zone
-                timestamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
-            )
+        suite = TestSuite(
+            name=_xml_text(package),
+            test_cases=[_test_case(r, out) for r in results],
+            hostname=_xml_text(hostname),
+            properties={_xml_text(k): _xml_text(v) for k, v in suite_properties(run, package, results)}
+            or None,
+            # the Ant format: local time, no time zone
+            timestamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
         )
-    text = to_xml_report_string(suites, prettyprint=False)
-    suites.clear()  # parsed back below: at 10,000 tests both at once are tens of MB
-    root = ET.fromstring(text)
-    del text
+        part = ET.fromstring(to_xml_report_string([suite], prettyprint=False))[0]
+        for key in ("disabled", "errors", "failures", "tests"):
+            totals[key] += int(part.get(key, 0))
+        totals["time"] += float(part.get("time", 0))
+        root.append(part)
+    for key, value in totals.items():
+        root.set(key, str(value))
     _add_attempts(root, run)
     _fix_up(root, run)
     ET.indent(root)
