@@ -878,7 +878,10 @@ def test_comparison_and_flaky_tests_in_every_report(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["junit.xml", "log.xml", "log.html", "report.json"])
 def test_a_report_written_as_it_is_made_is_the_rendered_text(out: Path, name: str) -> None:
-    """The writers stream their file (issue 8: a 10,000-test report is not held whole): same bytes as `render`."""
+    """The writers stream their file (issue 8: a 10,000-test report is not held whole).
+
+    The bytes are those of `render`.
+    """
     from nixtest.reports import junit, loghtml, logxml, reportjson
 
     module = {"junit.xml": junit, "log.xml": logxml, "log.html": loghtml, "report.json": reportjson}[name]
