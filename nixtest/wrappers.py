@@ -9,12 +9,15 @@ wrapper runs: its value is never written.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import json
 import os
 import re
 import shlex
+import stat
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from pathlib import Path
 from nixtest import __version__
 from nixtest.definitions import TestDef
 from nixtest.profiles import profile_env
-from nixtest.safefs import make_folders
+from nixtest.safefs import make_folders, open_fresh
 
 #: exit codes of a wrapper (and of the driver it runs)
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 3, 4, 5
@@ -116,19 +119,21 @@ class WrapperPlan:
         }
 
 
-def reaper_lines(python: str) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def reaper_lines(python: str) -> tuple[str, ...]:
     """Sets `nt_reaper`: how `"$nt_python" -I $nt_reaper` starts the supervisor.
 
     Its file with -S (no site module: half an interpreter's start-up) when it
     is this interpreter's and its path needs no quoting; else the module.
+    Known once per interpreter: two realpath calls a wrapper were 0.1 ms.
     """
     from nixtest.child import reaper
 
     script = os.path.abspath(reaper.__file__)
     same = os.path.realpath(python) == os.path.realpath(sys.executable)
     if same and re.fullmatch(r"[A-Za-z0-9_./+-]+", script):
-        return [f"nt_reaper='-S {script}'"]
-    return ["nt_reaper='-m nixtest.child.reaper'"]
+        return (f"nt_reaper='-S {script}'",)
+    return ("nt_reaper='-m nixtest.child.reaper'",)
 
 
 def wrapper_path(out: Path, package: str, test: str) -> Path:
@@ -404,27 +409,64 @@ def render(plan: WrapperPlan) -> str:
 
 
 def write_wrapper(plan: WrapperPlan, out: Path) -> Path:
-    """Writes the wrapper atomically, executable by anyone who can read it."""
+    """Writes the wrapper atomically, executable by anyone who can read it.
+
+    A warm run writes the same wrappers again: one that is already there, the
+    same bytes, a regular file of ours with mode 755, is left be (open, fstat,
+    read, close).  Otherwise a new file is made beside it (one open, write,
+    fchmod) and renamed over it.
+    """
     path = wrapper_path(out, plan.test.package, plan.test.name)
-    text = render(plan)
-    try:
-        # a warm run writes the same wrappers again: leave them be
-        if path.read_text(encoding="utf-8") == text and os.access(path, os.X_OK):
-            return path
-    except OSError:
-        pass
+    data = render(plan).encode("utf-8")
+    if _same_file(path, data):
+        return path
     # a folder of our own, no symlink: the wrapper is what a later run (maybe root's) executes
     make_folders(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{plan.test.name}.", dir=path.parent)
+    tmp = path.parent / f".{plan.test.name}.{os.getpid()}.{next(_TEMPORARY)}"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755)
+    except FileExistsError:  # left by a killed run of the same process id
+        fd = open_fresh(tmp, 0o755)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, 0o755)  # whatever the umask
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     return path
+
+
+#: the temporary files' names in this process: unique without mkstemp's random tries
+_TEMPORARY = itertools.count()
+
+
+def _same_file(path: Path, data: bytes) -> bool:
+    """Whether `path` is a regular file of ours, mode 755, holding exactly `data` (no symlink followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or stat.S_IMODE(info.st_mode) != 0o755
+            or info.st_uid != os.geteuid()
+            or info.st_size != len(data)
+        ):
+            return False
+        return os.read(fd, len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _json_string_filter() -> str:

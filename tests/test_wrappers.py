@@ -346,3 +346,38 @@ def test_wrapper_is_valid_posix_sh(world: dict[str, Path]) -> None:
     for shell in ("/bin/sh", "/bin/bash"):
         done = subprocess.run([shell, "-n", str(wrapper)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_write_wrapper_leaves_an_identical_wrapper_and_replaces_any_other(world: dict[str, Path]) -> None:
+    out = world["root"] / "out"
+    plan = WrapperPlan(test=make_test(world), profile=world["profile"], python=sys.executable)
+    path = write_wrapper(plan, out)
+    before = path.stat()
+    # the same text again: the same file (a warm run writes nothing)
+    write_wrapper(plan, out)
+    assert path.stat().st_ino == before.st_ino
+    # the same text but not executable, a different length, a symlink: each replaced
+    path.chmod(0o644)
+    write_wrapper(plan, out)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755 and path.stat().st_ino != before.st_ino
+    path.write_text(render(plan) + "# changed\n")
+    write_wrapper(plan, out)
+    assert path.read_text() == render(plan)
+    elsewhere = world["root"] / "elsewhere"
+    elsewhere.write_text(render(plan))
+    elsewhere.chmod(0o755)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    write_wrapper(plan, out)
+    assert not path.is_symlink() and path.read_text() == render(plan)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["greet"], "no temporary file left behind"
+
+
+def test_write_wrapper_is_executable_whatever_the_umask(world: dict[str, Path]) -> None:
+    plan = WrapperPlan(test=make_test(world), profile=world["profile"], python=sys.executable)
+    old = os.umask(0o077)
+    try:
+        path = write_wrapper(plan, world["root"] / "out")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
