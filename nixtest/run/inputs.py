@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -141,8 +141,14 @@ def file_parts(test: TestDef) -> dict[str, str]:
     return found
 
 
-def closure(pset: PackageSet, roots: set[str]) -> list[str]:
-    """`roots` and, transitively, what they depend on, sorted."""
+def closure(
+    pset: PackageSet, roots: set[str], dependencies: Callable[[str], list[str]] | None = None
+) -> list[str]:
+    """`roots` and, transitively, what they depend on, sorted.
+
+    `dependencies`: the set's `dependencies`, or a memo of it.
+    """
+    depends_on = pset.dependencies if dependencies is None else dependencies
     if getattr(pset, "identity_covers_dependencies", False):
         for name in roots:
             if not pset.has(name):
@@ -157,7 +163,7 @@ def closure(pset: PackageSet, roots: set[str]) -> list[str]:
         if not pset.has(name):
             raise UnknownPackage(name, pset.spec)
         seen.add(name)
-        todo.extend(d for d in pset.dependencies(name) if d not in seen)
+        todo.extend(d for d in depends_on(name) if d not in seen)
     return sorted(seen)
 
 
@@ -168,27 +174,103 @@ def package_identity(pset: PackageSet, name: str) -> tuple[str, str]:
     return version, version
 
 
-#: package set -> closure -> (shown, full): the tests of one package share one pair of
-#: dicts, read only, instead of a pair each for the whole run (about 1.2 KiB a test)
-_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], tuple[dict[str, str], dict[str, str]]]] = (
-    weakref.WeakKeyDictionary()
-)
+class _Closure:
+    """What the tests of one closure share, made once: its two identity dicts and the JSON text of
+    the full one (read only)."""
+
+    __slots__ = ("full", "full_text", "shown")
+
+    def __init__(self, shown: dict[str, str], full: dict[str, str]) -> None:
+        self.shown = shown
+        self.full = full
+        self.full_text = _canonical(full)
 
 
-def _identities(pset: PackageSet, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Each package's (shown, full) identity, as two dicts shared by the tests of the same closure."""
+class _Known:
+    """One package set's closures: by their roots, and by their package names."""
+
+    def __init__(self, pset: PackageSet) -> None:
+        try:
+            self.pset: Callable[[], PackageSet | None] = weakref.ref(pset)
+        except TypeError:  # a set that takes no weak reference: kept by its caller only
+            self.pset = lambda: pset
+        self.closures: dict[frozenset[str], list[str]] = {}
+        self.identities: dict[tuple[str, ...], _Closure] = {}
+        #: each package's dependencies, resolved once (dpkg's resolve alternatives and
+        #: virtual packages: about 3 us a package, 20 packages a closure)
+        self.depends: dict[str, list[str]] = {}
+
+    def dependencies(self, name: str) -> list[str]:
+        found = self.depends.get(name)
+        if found is None:
+            pset = self.pset()
+            assert pset is not None
+            found = self.depends[name] = pset.dependencies(name)
+        return found
+
+
+#: package set -> what its tests share: the tests of one package (or of one closure) share one
+#: pair of dicts, read only, instead of a pair each for the whole run (about 1.2 KiB a test),
+#: and their closure is walked, and its identities hashed into text, once (about 0.3 ms a test)
+_SHARED: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
+
+
+def _known(pset: PackageSet) -> _Known:
     try:
-        known = _SHARED.setdefault(pset, {})
+        known = _SHARED.get(pset)
+        if known is None:
+            known = _SHARED[pset] = _Known(pset)
+        return known
     except TypeError:  # a set that takes no weak reference: no sharing
-        known = {}
+        return _Known(pset)
+
+
+def _closure_of(pset: PackageSet, roots: set[str]) -> list[str]:
+    """`closure`, walked once per distinct set of roots."""
+    known = _known(pset)
+    key = frozenset(roots)
+    names = known.closures.get(key)
+    if names is None:
+        names = known.closures[key] = closure(pset, roots, known.dependencies)
+    return names
+
+
+def _identities(pset: PackageSet, names: list[str]) -> _Closure:
+    """Each package's (shown, full) identity, as two dicts shared by the tests of the same closure."""
+    known = _known(pset).identities
     found = known.get(tuple(names))
     if found is None:
         full: dict[str, str] = {}
         shown: dict[str, str] = {}
+        # the protocol checked once, not per package (a runtime_checkable isinstance costs ~5 us)
+        identify = pset.package_identity if isinstance(pset, IdentifiedSet) else None
         for name in names:
-            shown[name], full[name] = package_identity(pset, name)
-        found = known[tuple(names)] = (shown, full)
+            if identify is not None:
+                shown[name], full[name] = identify(name)
+            else:
+                shown[name] = full[name] = pset.version(name)
+        found = known[tuple(names)] = _Closure(shown, full)
     return found
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _key(parts: dict[str, Any], packages_text: str) -> str:
+    """The digest of every part but "shown", as `_digest` makes it, with the closure's text made once.
+
+    `json.dumps(sort_keys=True)` of a dict is its sorted keys' `"key":value` joined by
+    commas in braces: the same text, so the same key as before.
+    """
+    items = []
+    for name in sorted(parts):
+        if name == "shown":
+            continue
+        value = packages_text if name == "packages" else _canonical(parts[name])
+        items.append(f"{_canonical(name)}:{value}")
+    text = "{" + ",".join(items) + "}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def timeout_of(test: TestDef, override: float | None) -> float:
@@ -213,8 +295,9 @@ def inputs_of(
     if packages is not None:
         names = sorted(set(packages))
     else:
-        names = closure(pset, test.packages_needed() | {test.package})
-    shown, full = _identities(pset, names)
+        names = _closure_of(pset, test.packages_needed() | {test.package})
+    shared = _identities(pset, names)
+    shown, full = shared.shown, shared.full
     parts: dict[str, Any] = {
         "format": KEY_FORMAT,
         "definition": _digest(definition_parts(test)),
@@ -227,8 +310,7 @@ def inputs_of(
         "nixtest": __version__,
         "python": os.path.realpath(python) if test.kind in ("classic", "pytest") else "",
     }
-    keyed = {k: v for k, v in parts.items() if k != "shown"}
-    return Inputs(key=_digest(keyed), parts=parts)
+    return Inputs(key=_key(parts, shared.full_text), parts=parts)
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
