@@ -457,7 +457,17 @@ class ResultCollector:
         self.history.add(self.results[report.nodeid], self._tests_dir())
 
     def _tests_dir(self) -> Path:
-        """The tests folder the history files this run under: --nixtest-tests, else the arguments'."""
+        """The tests folder the history files this run under: --nixtest-tests, else the arguments'.
+
+        Found once: it depends on the options and arguments only (a stat and path work a test).
+        """
+        if self._known_tests_dir is None:
+            self._known_tests_dir = self._find_tests_dir()
+        return self._known_tests_dir
+
+    _known_tests_dir: Path | None = None
+
+    def _find_tests_dir(self) -> Path:
         given = self.config.getoption("nixtest_tests")
         if given:
             return Path(os.path.abspath(given))

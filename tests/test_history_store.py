@@ -8,6 +8,7 @@ a process that is killed.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -22,9 +23,10 @@ from conftest import needs_dpkg
 from nixtest.definitions import TestDef as Definition
 from nixtest.history.cache import HistoryCache
 from nixtest.history.compare import Baseline, change_of, compare
+from nixtest.history.recorder import BATCH_SECONDS, HistoryRecorder
 from nixtest.history.store import HistoryStore
 from nixtest.packagesets import DpkgSet, PrefixSet
-from nixtest.results import TestResult
+from nixtest.results import RunSummary, TestResult
 from nixtest.run.inputs import changes, inputs_of
 
 
@@ -108,6 +110,30 @@ def test_a_dpkg_upgrade_changes_the_keys_of_the_closures_that_hold_it(tmp_path: 
     assert before.key != after.key
     assert changes(before.parts, after.parts) == ["zlib1g 1:1.2.13 -> 1:1.3"]
     assert inputs_of(sed, old).key == inputs_of(sed, new).key
+
+
+def test_the_key_is_the_digest_of_its_parts_and_each_closure_is_walked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nixtest.run import inputs as inputs_module
+
+    pset = FakeDpkg("1:1.2.13")
+    walked: list[str] = []
+    dependencies = pset.dependencies
+    monkeypatch.setattr(pset, "dependencies", lambda name: walked.append(name) or dependencies(name))
+    definition = make_def("optipng", tmp_path)
+    first = inputs_of(definition, pset)
+    # the key as the history has always recorded it: the digest of every part but "shown"
+    plain = inputs_module._digest({k: v for k, v in first.parts.items() if k != "shown"})
+    assert first.key == plain
+    walks = len(walked)
+    assert walks >= 4  # optipng, libpng16-16, zlib1g, libc6
+    other = dataclasses.replace(definition, name="u", run="false")
+    second = inputs_of(other, pset)
+    assert len(walked) == walks, "the same roots: the closure is not walked again"
+    assert second.parts["packages"] is first.parts["packages"]
+    assert second.key == inputs_module._digest({k: v for k, v in second.parts.items() if k != "shown"})
+    assert second.key != first.key
 
 
 @needs_dpkg
@@ -198,6 +224,103 @@ def test_the_query_api(tmp_path: Path) -> None:
     assert store.result(first.id).input_key == "k1"
     assert [r.test for r in store.results_with_key("k2")] == ["y"]
     assert {r.nodeid for r in store.run_results(one)} == {"a::x", "a::y"}
+
+
+def _statements(store: HistoryStore) -> list[str]:
+    """Every SQL statement the store's connection runs from now on."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    return seen
+
+
+def _committed(path: Path, run: int) -> set[str]:
+    """The tests of `run` another connection sees: what is committed."""
+    other = HistoryStore(path)
+    try:
+        return set(other.run_outcomes(run))
+    finally:
+        other.close()
+
+
+def test_a_run_commits_its_results_a_batch_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    store = HistoryStore(path)
+    now = [100.0]
+    recorder = HistoryRecorder(store, "host", "/t", [], clock=lambda: now[0], timer=False)
+    seen = _statements(store)
+    recorder.add(result("a", "t0", "passed", "k0"))
+    # the first result: the last commit is long ago, so it is committed at once
+    assert _committed(path, recorder.run_id) == {"a::t0"}
+    for i in range(1, 10):
+        recorder.add(result("a", f"t{i}", "passed", f"k{i}"))
+    assert _committed(path, recorder.run_id) == {"a::t0"}, "the others wait for the next commit"
+    now[0] += BATCH_SECONDS
+    recorder.add(result("a", "t10", "passed", "k10"))
+    assert len(_committed(path, recorder.run_id)) == 11
+    recorder.add(result("a", "t11", "failed", "k11"))
+    recorder.close()
+    assert len(_committed(path, recorder.run_id)) == 12
+    assert sum(1 for sql in seen if sql.startswith("BEGIN IMMEDIATE")) == 3  # not 12
+
+
+def test_a_waiting_result_is_committed_by_the_timer(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    recorder = HistoryRecorder(HistoryStore(path), "host", "/t", [])
+    recorder.add(result("a", "first", "passed", "k1"))
+    recorder.add(result("a", "second", "passed", "k2"))  # within BATCH_SECONDS of the first: waits
+    deadline = time.monotonic() + 30  # no time asserted: only that it comes without another add
+    while _committed(path, recorder.run_id) != {"a::first", "a::second"}:
+        assert time.monotonic() < deadline, "the waiting result was never committed"
+        time.sleep(0.05)
+    recorder.close()
+
+
+def test_a_result_of_a_key_waiting_in_the_batch_counts_for_flaky(tmp_path: Path) -> None:
+    recorder = HistoryRecorder(HistoryStore(tmp_path / "h.sqlite"), "host", "/t", [], timer=False)
+    recorder.add(result("a", "x", "passed", "other"))
+    recorder.add(result("a", "y", "failed", "same"))
+    second = result("b", "y", "passed", "same")
+    recorder.add(second)
+    assert second.flaky
+    recorder.close()
+
+
+def test_the_comparison_and_flaky_check_read_no_whole_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline is outcomes only: no record decoded, no closure or inputs column read."""
+    from nixtest.history import store as store_module
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    closure = {f"lib{i}": f"1.{i}" for i in range(50)}
+    first = HistoryRecorder(store, "host", "/t", [], timer=False)
+    for i in range(30):
+        first.add(result("a", f"t{i}", "passed", f"k{i}", packages=closure, inputs={"packages": closure}))
+    first.compare(RunSummary(results=[]), None, lambda nodeid: True)
+    first.finish(RunSummary(results=[]))
+    decoded: list[int] = []
+    real = store_module._result_record
+    monkeypatch.setattr(store_module, "_result_record", lambda row: decoded.append(1) or real(row))
+    seen = _statements(store)
+    second = HistoryRecorder(store, "host", "/t", [], timer=False)
+    run = RunSummary(
+        results=[result("a", f"t{i}", "failed" if i == 3 else "passed", f"k{i}") for i in range(30)]
+    )
+    for r in run.results:
+        second.add(r)
+    second.compare(run, None, lambda nodeid: True)
+    second.compare(run, str(first.run_id), lambda nodeid: True)
+    second.finish(run)
+    assert {r.change for r in run.results} == {"still-succeeding", "newly-failing"}
+    assert run.results[3].change == "newly-failing" and run.results[3].flaky
+    assert decoded == [], "a whole result record was read"
+    selects = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+    for sql in selects:
+        read, _, source = sql.upper().partition(" FROM ")
+        for column in ("PACKAGES", "INPUTS", "RESULT", "LOG"):
+            assert column not in read, sql
+        assert not (read.strip() == "SELECT *" and source.startswith("RESULTS")), sql
+    assert any("SELECT * FROM RUNS" in sql.upper() for sql in selects)  # runs are read, results are not
 
 
 def test_the_cache_gives_back_clean_passes_only(tmp_path: Path) -> None:

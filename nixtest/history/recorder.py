@@ -1,18 +1,31 @@
 """The history's reporter: records each result as it arrives, compares the run at its end.
 
-Each result is its own transaction, so a run that is killed keeps every
-result it finished, and runs writing at once lose nothing.
+Results are written a batch at a time: a result is committed at once when the
+last commit is older than `BATCH_SECONDS`, otherwise it waits for the next
+commit, which a timer makes at most `BATCH_SECONDS` later (or sooner, with
+`BATCH_SIZE` results waiting).  A run of fast tests thus costs a few
+transactions a second instead of one a test (a commit, and the database's
+write lock other runs wait for), while a run of slow tests still commits each
+result as it ends.  The end of the run, Ctrl-C and SIGTERM (both end the run
+through pytest's session finish) commit what is left.  A run that is killed
+(SIGKILL, a power cut) keeps every result finished `BATCH_SECONDS` before it.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 from nixtest.history import compare
-from nixtest.history.cache import is_flaky
 from nixtest.history.store import HistoryStore
 from nixtest.results import RunSummary, TestResult
+
+#: the longest a finished result waits to be committed (seconds)
+BATCH_SECONDS = 0.25
+#: results committed at once at the most
+BATCH_SIZE = 256
 
 
 def _read_log(path: str) -> bytes | None:
@@ -29,33 +42,129 @@ class HistoryRecorder:
     name = "history"
 
     def __init__(
-        self, store: HistoryStore, set_spec: str, tests_dir: str, command: list[str] | None = None
+        self,
+        store: HistoryStore,
+        set_spec: str,
+        tests_dir: str,
+        command: list[str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        timer: bool = True,
     ) -> None:
         self.store = store
         self.set_spec = set_spec
         self.tests_dir = tests_dir
         self.run_id = store.begin_run(set_spec, tests_dir, list(sys.argv if command is None else command))
+        self._clock = clock
+        #: results waiting for their commit, with their logs; their input keys
+        self._pending: list[tuple[TestResult, bytes | None]] = []
+        self._pending_keys: set[str] = set()
+        #: each recorded test's record id, so that the comparison updates its row by key
+        self.ids: dict[str, int] = {}
+        self._last_commit = float("-inf")
+        #: one commit at a time, in the order the results came
+        self._commit_lock = threading.Lock()
+        self._wake = threading.Condition(threading.Lock())
+        self._closed = False
+        #: an error of the timer's commit, raised by the next call of the run's thread
+        self._error: BaseException | None = None
+        self._timer: threading.Thread | None = None
+        self._use_timer = timer
 
     def add(self, result: TestResult) -> None:
         """Records `result`; marks it flaky when its input key both passed and failed before."""
+        self._raise_timer_error()
         if result.input_key and not result.cached:
-            earlier = self.store.results_with_key(result.input_key)
-            if earlier and result.outcome in ("passed", "failed", "error"):
-                passed = result.outcome == "passed" or any(r.outcome == "passed" for r in earlier)
-                failed = result.is_bad or any(r.is_bad for r in earlier)
-                if (passed and failed) or (result.outcome == "passed" and is_flaky(earlier)):
+            if result.input_key in self._pending_keys:
+                self.flush()  # an earlier result of the same key, still waiting: counted as recorded
+            earlier = self.store.key_history(result.input_key)
+            if earlier.count and result.outcome in ("passed", "failed", "error"):
+                passed = result.outcome == "passed" or earlier.passed
+                failed = result.is_bad or earlier.bad
+                if (passed and failed) or (result.outcome == "passed" and earlier.is_flaky):
                     result.flaky = True
         # A clean pass's log is what the cache gives back; a failure's or a flaky
         # result's is what an earlier run's box in a history strip links to
         # (history/strips.py).  A cached result repeats a log kept already.
         keep_log = not result.cached and (result.outcome == "passed" or result.is_bad or result.flaky)
         log = _read_log(result.log_path) if keep_log and result.log_path else None
-        self.store.add(self.run_id, self.set_spec, result, log)
+        with self._wake:
+            self._pending.append((result, log))
+            if result.input_key:
+                self._pending_keys.add(result.input_key)
+            due = len(self._pending) >= BATCH_SIZE or self._clock() - self._last_commit >= BATCH_SECONDS
+            if not due and self._use_timer:
+                self._start_timer()
+                if len(self._pending) == 1:
+                    self._wake.notify()
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commits the results waiting, in one transaction."""
+        with self._commit_lock:
+            with self._wake:
+                batch, self._pending = self._pending, []
+                self._pending_keys = set()
+                self._last_commit = self._clock()
+            if not batch:
+                return
+            try:
+                ids = self.store.add_many(self.run_id, self.set_spec, batch)
+            except BaseException:
+                # rolled back (a busy database, Ctrl-C meanwhile): the next commit tries again
+                with self._wake:
+                    self._pending[:0] = batch
+                    self._pending_keys.update(r.input_key for r, _ in batch if r.input_key)
+                raise
+            for (result, _), record in zip(batch, ids):
+                self.ids[result.nodeid] = record
+
+    def _start_timer(self) -> None:
+        """The thread that commits what waits longer than `BATCH_SECONDS` (called holding `_wake`)."""
+        if self._timer is None and not self._closed:
+            self._timer = threading.Thread(target=self._tick, name="nixtest-history", daemon=True)
+            self._timer.start()
+
+    def _tick(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                # the oldest waiting result is due BATCH_SECONDS after the last commit
+                delay = self._last_commit + BATCH_SECONDS - self._clock()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - handed to the run's thread
+                self._error = exc
+                return
+
+    def _raise_timer_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Commits what is left and stops the timer."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+        self.flush()
+        self._raise_timer_error()
 
     def compare(
         self, run: RunSummary, baseline_spec: str | None, exists: Callable[[str], bool]
     ) -> compare.Baseline | None:
         """Sets each result's change and the removed tests against the baseline; None if there is none."""
+        self.flush()
         if baseline_spec:
             baseline = compare.load(baseline_spec, self.store)
         else:
@@ -72,8 +181,9 @@ class HistoryRecorder:
             result.change = changes.get(result.nodeid, "")
         run.removed = removed
         run.baseline = baseline.label
-        self.store.set_changes(self.run_id, changes)
+        self.store.set_changes(self.run_id, changes, self.ids)
         return baseline
 
     def finish(self, run: RunSummary) -> None:
+        self.close()
         self.store.finish_run(self.run_id, interrupted=run.interrupted, baseline=run.baseline, end=run.end)

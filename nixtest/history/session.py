@@ -111,9 +111,12 @@ class HistorySession:
                 return
             run.run_id = str(recorder.run_id)
             try:
-                recorder.compare(run, baseline, exists)
-            except BaselineError as exc:
-                self._warn(exc.message)
+                try:
+                    recorder.compare(run, baseline, exists)
+                except BaselineError as exc:
+                    self._warn(exc.message)
+            finally:
+                recorder.close()  # every result committed, whatever the comparison did
             recorder.finish(run)
         except Exception as exc:  # noqa: BLE001 - the history never fails a run
             self._warn(f"cannot finish the run's record in {self.path}: {type(exc).__name__}: {exc}")

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +120,28 @@ class ResultRecord:
     def is_bad(self) -> bool:
         return self.outcome in ("failed", "error")
 
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """The results recorded under one input key, summed up (`HistoryStore.key_history`)."""
+
+    count: int = 0
+    #: one of them passed; one failed or errored; one was flaky
+    passed: bool = False
+    bad: bool = False
+    flaky: bool = False
+
+    @property
+    def is_flaky(self) -> bool:
+        """Passed and failed with these inputs, or flaky once (as `history.cache.is_flaky`)."""
+        return (self.passed and self.bad) or self.flaky
+
+
+_INSERT = (
+    "INSERT INTO results (run_id, set_spec, package, test, input_key, outcome, cached, flaky, "
+    "attempts, duration, message, change, packages, inputs, recorded, schema, result, log) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 _RESULT_COLUMNS = (
     "id, run_id, set_spec, package, test, input_key, outcome, cached, flaky, attempts, "
@@ -239,41 +261,57 @@ class HistoryStore:
 
     def add(self, run_id: int, set_spec: str, result: TestResult, log: bytes | None = None) -> int:
         """Records one result (and, for a pass, its log, so that the cache can give it back)."""
+        return self.add_many(run_id, set_spec, [(result, log)])[0]
+
+    def add_many(
+        self, run_id: int, set_spec: str, entries: Sequence[tuple[TestResult, bytes | None]]
+    ) -> list[int]:
+        """Records results (each with its log or None) in one transaction; their record ids.
+
+        A transaction costs a commit (and the write lock); a run records its results a batch at a
+        time (history/recorder.py).  The rows are encoded before the lock is taken.
+        """
+        rows = [self._result_row(run_id, set_spec, result, log) for result, log in entries]
+        with self._write() as db:
+            return [int(db.execute(_INSERT, row).lastrowid or 0) for row in rows]
+
+    @staticmethod
+    def _result_row(run_id: int, set_spec: str, result: TestResult, log: bytes | None) -> tuple[Any, ...]:
         blob = zlib.compress(log) if log is not None and len(log) <= LOG_LIMIT else None
         data = result.to_dict()
         data["schema"] = SCHEMA_VERSION
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO results (run_id, set_spec, package, test, input_key, outcome, cached, flaky, "
-                "attempts, duration, message, change, packages, inputs, recorded, schema, result, log) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    set_spec,
-                    result.package,
-                    result.test,
-                    result.input_key,
-                    result.outcome,
-                    int(result.cached),
-                    int(result.flaky),
-                    result.attempts,
-                    result.duration,
-                    result.message,
-                    result.change,
-                    json.dumps(result.packages),
-                    json.dumps(result.inputs),
-                    time.time(),
-                    SCHEMA_VERSION,
-                    json.dumps(data),
-                    blob,
-                ),
-            )
-            return int(cursor.lastrowid or 0)
+        return (
+            run_id,
+            set_spec,
+            result.package,
+            result.test,
+            result.input_key,
+            result.outcome,
+            int(result.cached),
+            int(result.flaky),
+            result.attempts,
+            result.duration,
+            result.message,
+            result.change,
+            json.dumps(result.packages),
+            json.dumps(result.inputs),
+            time.time(),
+            SCHEMA_VERSION,
+            json.dumps(data),
+            blob,
+        )
 
-    def set_changes(self, run_id: int, changes: dict[str, str]) -> None:
-        """Each test's change against the run's baseline, once the run is compared."""
+    def set_changes(self, run_id: int, changes: dict[str, str], ids: dict[str, int] | None = None) -> None:
+        """Each test's change against the run's baseline, once the run is compared.
+
+        `ids`: the record id of each test's result, when the caller knows it: then each
+        update finds its row by its key, not among every result the test ever had.
+        """
+        by_id = [(change, ids[nodeid]) for nodeid, change in changes.items() if ids and nodeid in ids]
+        others = [(nodeid, change) for nodeid, change in changes.items() if not (ids and nodeid in ids)]
         with self._write() as db:
-            for nodeid, change in changes.items():
+            db.executemany("UPDATE results SET change = ? WHERE id = ?", by_id)
+            for nodeid, change in others:
                 package, _, test = nodeid.partition("::")
                 db.execute(
                     "UPDATE results SET change = ? WHERE run_id = ? AND package = ? AND test = ?",
@@ -331,17 +369,40 @@ class HistoryStore:
         return self._run_record(row) if row is not None else None
 
     def latest_outcomes(self, set_spec: str, tests_dir: str, before: int, runs: int = 20) -> dict[str, str]:
-        """Each test's outcome in the latest of the last `runs` finished runs before `before` that had it."""
+        """Each test's outcome in the latest of the last `runs` finished runs before `before` that had it.
+
+        One row a test: SQLite picks each test's latest result (a bare column beside max() comes
+        from the row of the maximum), not Python from every result of `runs` runs.
+        """
         rows = self._rows(
-            "SELECT r.package, r.test, r.outcome FROM results r JOIN ("
+            "SELECT r.package, r.test, r.outcome, max(r.id) FROM results r JOIN ("
             "  SELECT id FROM runs WHERE set_spec = ? AND tests_dir = ? AND end IS NOT NULL AND id < ?"
-            "  ORDER BY id DESC LIMIT ?) u ON r.run_id = u.id ORDER BY r.id DESC",
+            "  ORDER BY id DESC LIMIT ?) u ON r.run_id = u.id GROUP BY r.package, r.test",
             (set_spec, tests_dir, before, runs),
         )
-        found: dict[str, str] = {}
-        for package, test, outcome in rows:
-            found.setdefault(f"{package}::{test}", outcome)
-        return found
+        return {f"{package}::{test}": outcome for package, test, outcome, _ in rows}
+
+    def run_outcomes(self, run_id: int) -> dict[str, str]:
+        """Each test of a run ("pkg::test") -> its outcome: three short columns a result, nothing else.
+
+        What a comparison needs; `run_results` decodes every result's closure and inputs
+        (about 20 KiB a test at the peak, 200 MB at 10,000 tests).
+        """
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT package, test, outcome FROM results WHERE run_id = ? ORDER BY id", (run_id,)
+            )
+            return {f"{package}::{test}": outcome for package, test, outcome in cursor}
+
+    def key_history(self, input_key: str) -> KeyHistory:
+        """What the results of one input key did: counted by SQLite, no record read."""
+        row = self._rows(
+            "SELECT count(*), coalesce(max(outcome = 'passed'), 0), "
+            "coalesce(max(outcome IN ('failed', 'error')), 0), coalesce(max(flaky), 0) "
+            "FROM results WHERE input_key = ?",
+            (input_key,),
+        )[0]
+        return KeyHistory(count=row[0], passed=bool(row[1]), bad=bool(row[2]), flaky=bool(row[3]))
 
     def run_results(self, run_id: int) -> list[ResultRecord]:
         rows = self._rows(
