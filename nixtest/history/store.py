@@ -4,8 +4,9 @@ Several runs may write it at once, and a run may be killed at any point:
 
 * WAL journal: readers never block the writer, and a killed writer leaves the
   database as it was before its last unfinished transaction;
-* every write is one short ``BEGIN IMMEDIATE`` transaction (a run records each
-  result as it arrives, so a killed run keeps what it finished);
+* every write is one short ``BEGIN IMMEDIATE`` transaction (a run records its
+  results a batch at a time, at most 0.25 s after they end: see
+  history/recorder.py; a killed run keeps what it finished before that);
 * a busy timeout: a writer waits for another instead of failing.
 
 The query API (`runs`, `last_run`, `run_results`, `test_results`,
