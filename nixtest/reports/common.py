@@ -127,14 +127,19 @@ def change_words(change: str) -> str:
 CHANGES = ("newly-failing", "newly-succeeding", "still-failing", "still-succeeding", "new")
 
 
-def suite_properties(run: RunSummary, package: str, results: list[TestResult]) -> list[tuple[str, str]]:
+def suite_properties(
+    run: RunSummary, package: str, results: list[TestResult], first: bool | None = None
+) -> list[tuple[str, str]]:
     """A junit testsuite's properties: each test's change and flags; the run's on the first suite.
 
     Names are unique in the whole document (some readers keep one property
     table for every testsuite): the tests' are named by `pkg::test`.
+    `first`: whether `package` is the run's first (by name), when the caller knows;
+    else every result of the run is looked at (for each suite: quadratic in a whole report).
     """
     props: list[tuple[str, str]] = []
-    first = min((r.package for r in run.results), default=package) == package
+    if first is None:
+        first = min((r.package for r in run.results), default=package) == package
     if first and run.run_id:
         props.append(("nixtest.run", run.run_id))
     if first and run.baseline is not None:

@@ -236,13 +236,18 @@ def _tree(run: RunSummary, out: Path) -> ET.Element:
     hostname = socket.gethostname()
     root = ET.Element("testsuites")
     totals: defaultdict[str, float] = defaultdict(int)
-    for package, results in run.by_package().items():
+    suites = run.by_package()
+    first = min(suites, default=None)
+    for package, results in suites.items():
         started = min(r.start for r in results)
         suite = TestSuite(
             name=_xml_text(package),
             test_cases=[_test_case(r, out) for r in results],
             hostname=_xml_text(hostname),
-            properties={_xml_text(k): _xml_text(v) for k, v in suite_properties(run, package, results)}
+            properties={
+                _xml_text(k): _xml_text(v)
+                for k, v in suite_properties(run, package, results, package == first)
+            }
             or None,
             # the Ant format: local time, no time zone
             timestamp=datetime.fromtimestamp(started).strftime("%Y-%m-%dT%H:%M:%S"),
