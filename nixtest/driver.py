@@ -9,6 +9,7 @@ the exit code says the outcome: 0 passed, 1 failed, 3 error, 5 skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
@@ -239,6 +241,32 @@ def absjoin(*parts: str) -> str:
 # --------------------------------------------------------------------------- the driver
 
 
+def pytest_args(script: Path, ipdb: bool = False) -> list[str]:
+    """`pytest.main`'s arguments for a module (the zygote's warm start-up is made with the same)."""
+    args = [
+        str(script),
+        # no configuration of the project's: the working directory holds only the test's files
+        "-c",
+        os.devnull,
+        "--rootdir",
+        str(script.parent),
+        "--confcutdir",
+        str(script.parent),
+        "--import-mode=importlib",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:nixtest",
+        "-p",
+        "no:xdist",
+        "-rfEs",
+    ]
+    if ipdb:
+        # no capture; stop at the first failure, where the plugin opens ipdb
+        args += ["-s", "-x"]
+    return args
+
+
 class Driver:
     def __init__(self, spec: dict[str, Any], result: str | None, ipdb: bool, timeout: float = 0) -> None:
         self.spec = spec
@@ -366,28 +394,9 @@ class Driver:
         workdir = Path.cwd()
         sys.dont_write_bytecode = True
         plugin = make_module_plugin(self, workdir)
-        args = [
-            str(script),
-            # no configuration of the project's: the working directory holds only the test's files
-            "-c",
-            os.devnull,
-            "--rootdir",
-            str(script.parent),
-            "--confcutdir",
-            str(script.parent),
-            "--import-mode=importlib",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:nixtest",
-            "-p",
-            "no:xdist",
-            "-rfEs",
-        ]
-        if self.ipdb:
-            # no capture; stop at the first failure, where the plugin opens ipdb
-            args += ["-s", "-x"]
-        code = pytest.main(args, plugins=[plugin])
+        args = pytest_args(script, self.ipdb)
+        with _warm_start():
+            code = pytest.main(args, plugins=[plugin])
         steps = self.recorder.steps
         bad = [s for s in steps if s.outcome in ("failed", "error")]
         if bad:
@@ -480,6 +489,98 @@ class _Tee(io.TextIOBase):
     @property
     def buffer(self) -> Any:
         return self.real.buffer
+
+
+# --------------------------------------------------------------------------- warm start-up (the zygote)
+
+#: what `warm_up` made in the zygote; a forked child's pytest module uses it once
+_WARM: dict[str, Any] = {}
+#: `prog` of the configuration that `pytest.main` makes (its usage and error messages say it)
+PYTEST_PROG = "pytest.main()"
+
+
+def warm_up() -> None:
+    """In the zygote: what every pytest module's run does first, done once for all.
+
+    `pytest.main` begins with a configuration object holding its default
+    plugins (built before it reads the arguments, the ini file or the
+    environment, so the same for every test), then imports the plugins
+    installed for this interpreter.  The zygote builds the one and imports the
+    other; each child it forks gets a copy of both and uses it at most once.
+    A wrapper run by hand has none of it and builds everything, with the same
+    outcome.  Should any of it fail, the children start pytest from nothing too.
+    """
+    try:
+        _warm_pytest()
+    except Exception:
+        _WARM.clear()
+
+
+def _warm_pytest() -> None:
+    import importlib.metadata
+
+    import _pytest.assertion
+    import _pytest.config
+
+    # The plugins' modules, imported as pytest.main imports them: through its
+    # assertion rewriter, marked as it marks them (else it would warn that they
+    # were imported before it could rewrite them), writing no bytecode.
+    scratch = _pytest.config.get_config(pytest_args(Path("/warm-up/test_module.py")), prog=PYTEST_PROG)
+    manager = scratch.pluginmanager
+    bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        scratch._mark_plugins_for_rewrite(_pytest.assertion.install_importhook(scratch), False)
+        for dist in importlib.metadata.distributions():
+            for entry in dist.entry_points:
+                if entry.group == "pytest11" and not manager.is_blocked(entry.name):
+                    entry.load()
+    finally:
+        scratch._ensure_unconfigure()  # takes the rewriter out of sys.meta_path
+        sys.dont_write_bytecode = bytecode
+    config = _pytest.config.get_config(pytest_args(Path("/warm-up/test_module.py")), prog=PYTEST_PROG)
+    _WARM["pytest"] = config
+
+
+@contextlib.contextmanager
+def _warm_start() -> Iterator[None]:
+    """`pytest.main` starts from the zygote's configuration (`warm_up`), when there is one.
+
+    Only its first configuration: a `pytest.main` the test itself runs starts
+    from nothing.  PYTEST_DEBUG traces the plugin manager from its creation:
+    a test that sets it gets a new one.
+    """
+    config = _WARM.pop("pytest", None)
+    if config is None or os.environ.get("PYTEST_DEBUG"):
+        yield
+        return
+    import _pytest.config
+
+    real = _pytest.config.get_config
+    template = config.invocation_params.args
+
+    def get_config(args: Any = None, plugins: Any = None, *, prog: str | None = None) -> Any:
+        _pytest.config.get_config = real
+        if prog != PYTEST_PROG or _plugin_options(args or ()) != _plugin_options(template):
+            return real(args, plugins, prog=prog)
+        config.invocation_params = _pytest.config.Config.InvocationParams(
+            args=args or (), plugins=plugins, dir=Path.cwd()
+        )
+        return config
+
+    _pytest.config.get_config = get_config
+    try:
+        yield
+    finally:
+        _pytest.config.get_config = real
+
+
+def _plugin_options(args: Iterable[str]) -> list[str]:
+    """The `-p` options among pytest's arguments: the ones its first configuration reads."""
+    args = list(args)
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-p"] + [
+        arg for arg in args if arg.startswith("-p") and arg != "-p"
+    ]
 
 
 def make_module_plugin(driver: Driver, workdir: Path) -> object:
