@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -292,8 +294,21 @@ def _digest(root: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _fine_times(stamps: dict[str, list[int]]) -> bool:
+    """Whether the folders' change times tell one change from the next (not whole seconds).
+
+    On a filesystem that keeps whole seconds, a change made in the second the
+    profile was built would leave its folder's change time as recorded.
+    """
+    return not stamps or any(ctime % 1_000_000_000 for _, ctime in stamps.values())
+
+
 def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, object]) -> None:
-    """Fill the empty directory `root` with the profile's tree and its manifest."""
+    """Fill the empty directory `root` with the profile's tree and its manifest.
+
+    The manifest records each folder's inode and change time once the folder
+    is complete (read-only): `_read` compares them instead of reading the tree.
+    """
     made: set[PurePosixPath] = set()
     for inside in sorted(leaves):
         parent = inside.parent
@@ -302,35 +317,110 @@ def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, ob
             made.update(p for p in [parent, *parent.parents] if p.parts)
         os.symlink(leaves[inside], root / inside)
     manifest = dict(manifest, tree=_digest(root))
+    # read-only to everyone, its owner (and the tests it runs) included: a test
+    # cannot remove what every later run reuses
+    for d in made:
+        os.chmod(root / d, _DIR_MODE & ~0o222)
+    # Taken last: nothing below the root changes after this.  (The root's own
+    # change time is not kept: writing the manifest and the rename change it;
+    # `_read` lists the root instead.)
+    stamps: dict[str, list[int]] = {}
+    for d in made:
+        info = os.lstat(root / d)
+        stamps[str(d)] = [info.st_ino, info.st_ctime_ns]
+    manifest["folders"] = stamps
+    manifest["links"] = {str(p): str(t) for p, t in leaves.items() if len(p.parts) == 1}
+    manifest["check"] = "ctime" if _fine_times(stamps) else "walk"
     text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     (root / MANIFEST).write_text(text, encoding="utf-8")
     os.chmod(root / MANIFEST, _FILE_MODE)
     # the build is complete: no longer a leftover for `sweep_unclaimed` to take
     with contextlib.suppress(FileNotFoundError):
         os.unlink(root / CLAIM_MARK)
-    # read-only to everyone, its owner (and the tests it runs) included: a test
-    # cannot remove what every later run reuses
-    for d in made:
-        os.chmod(root / d, _DIR_MODE & ~0o222)
     os.chmod(root, _DIR_MODE & ~0o222)  # mkdtemp made it 0700
+
+
+def _closed(info: os.stat_result, uid: int) -> bool:
+    """Owned by us or root, and no one else may write to it."""
+    return info.st_uid in (uid, 0) and not info.st_mode & 0o022
+
+
+def _load_manifest(root: int, path: Path, uid: int) -> dict[str, object]:
+    fd = os.open(MANIFEST, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not _closed(info, uid):
+            raise ValueError(f"{path / MANIFEST} is not closed to other users")
+        data = json.loads(f.read())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path / MANIFEST} is not a manifest")
+    return data
+
+
+def _check_root(root: int, path: Path, folders: dict[str, object], links: dict[str, object]) -> None:
+    """The root folder holds exactly the folders, links and manifest recorded; ValueError if not.
+
+    The root's own change time cannot be recorded in the manifest it holds, so
+    its few entries are listed and each link read.
+    """
+    expected = {name for name in folders if "/" not in name} | set(links)
+    seen: set[str] = set()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            name = entry.name
+            if name == MANIFEST:
+                continue  # opened and checked by `_load_manifest`
+            if entry.is_symlink():
+                same = links.get(name) == os.readlink(name, dir_fd=root)
+            else:
+                same = entry.is_dir(follow_symlinks=False) and name in folders
+            if not same:
+                raise ValueError(f"{path / name} is not what the profile was built with")
+            seen.add(name)
+    if seen != expected:
+        raise ValueError(f"{path} lacks {sorted(expected - seen)[0]}")
 
 
 def _read(path: Path, names: Sequence[str]) -> Profile:
     """The profile at `path`, from its manifest; ValueError/OSError if it is not one to use.
 
     Not one to use: not owned by us (or root), open to other users' writes, or
-    no longer the tree its manifest describes.
+    no longer the tree its manifest describes.  Any change below the root (an
+    entry added, removed or replaced, a chmod, a chown) changes the change time
+    of the folder it is in, which no user can set back: so one `stat` per
+    folder, compared with what the build recorded, stands for a walk of every
+    link (see docs/security.md, "Profiles").
     """
-    untrusted = check_tree(path)
-    if untrusted is not None:
-        raise ValueError(f"{path} is not closed to other users: {untrusted}")
-    fd = os.open(path / MANIFEST, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, encoding="utf-8") as f:
-        data = json.loads(f.read())
-    if not isinstance(data, dict) or data.get("packages") != list(names):
-        raise ValueError(f"{path / MANIFEST} does not describe packages {list(names)}")
-    if data.get("tree") != _digest(path):
-        raise ValueError(f"{path} no longer matches its manifest")
+    uid = os.geteuid()
+    root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not _closed(os.fstat(root), uid):
+            raise ValueError(f"{path} is not closed to other users")
+        data = _load_manifest(root, path, uid)
+        if data.get("packages") != list(names):
+            raise ValueError(f"{path / MANIFEST} does not describe packages {list(names)}")
+        folders, links = data.get("folders"), data.get("links")
+        if not isinstance(folders, dict) or not isinstance(links, dict):
+            raise ValueError(f"{path / MANIFEST} records no folders (an older nixtest's)")
+        if data.get("check") != "ctime":
+            # change times in whole seconds: read the whole tree, as before they were kept
+            untrusted = check_tree(path)
+            if untrusted is not None:
+                raise ValueError(f"{path} is not closed to other users: {untrusted}")
+            if data.get("tree") != _digest(path):
+                raise ValueError(f"{path} no longer matches its manifest")
+        else:
+            _check_root(root, path, folders, links)
+            for folder, recorded in folders.items():
+                info = os.stat(folder, dir_fd=root, follow_symlinks=False)
+                if (
+                    not stat.S_ISDIR(info.st_mode)
+                    or [info.st_ino, info.st_ctime_ns] != recorded
+                    or not _closed(info, uid)
+                ):
+                    raise ValueError(f"{path / folder} changed since the profile was built")
+    finally:
+        os.close(root)
     collisions = data.get("collisions", [])
     if not isinstance(collisions, list):
         raise ValueError(f"{path / MANIFEST}: bad collisions")
@@ -358,6 +448,25 @@ def profile_built(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
         / _dir_name(_key(pset.identity, versions), list(versions))
     )
     return os.path.lexists(final)
+
+
+#: (process, profiles folder) already swept
+_swept: set[tuple[int, str]] = set()
+_swept_lock = threading.Lock()
+
+
+def _sweep_once(profiles: Path) -> None:
+    """Removes what builds killed outright (SIGKILL) left in `profiles`, once per process.
+
+    Once per test, listing the folder of every profile made a run of N tests
+    cost N * N entries read.  A build killed later in this run is found by the next run.
+    """
+    key = (os.getpid(), str(profiles))
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_unclaimed(profiles, BUILD_PREFIX)
 
 
 def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) -> Profile:
@@ -388,8 +497,7 @@ def build_profile(pset: PackageSet, packages: Sequence[str], state_dir: Path) ->
     profiles = Path(os.path.abspath(state_dir)) / "profiles"
     final = profiles / _dir_name(key, names)
 
-    # what builds killed outright (SIGKILL) left behind
-    sweep_unclaimed(profiles, BUILD_PREFIX)
+    _sweep_once(profiles)
     if os.path.lexists(final):
         try:
             return _read(final, names)
