@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_overhead import installed_packages  # noqa: E402
 
 import nixtest  # noqa: E402
-from nixtest.definitions import load_package  # noqa: E402
+from nixtest.definitions import Definition, load_package  # noqa: E402
 from nixtest.history.recorder import HistoryRecorder  # noqa: E402
 from nixtest.history.store import HistoryStore  # noqa: E402
 from nixtest.packagesets import load_set  # noqa: E402
 from nixtest.reports import write_reports  # noqa: E402
 from nixtest.results import RunSummary, TestResult  # noqa: E402
-from nixtest.run.inputs import inputs_of  # noqa: E402
+from nixtest.run.inputs import Inputs, inputs_of  # noqa: E402
 from nixtest.wrappers import WrapperPlan, write_wrapper  # noqa: E402
 
 
@@ -48,6 +48,61 @@ def cpu(work: Callable[[], object]) -> float:
     start = time.process_time()
     work()
     return time.process_time() - start
+
+
+def one_round(
+    root: Path, tests: Path, folders: list[Path], log: Path, note: Callable[[str, float], None]
+) -> None:
+    """Times each piece once, for every test of `folders`."""
+    definitions: list[Definition] = []
+    note("definitions (load_package)", cpu(lambda: [definitions.extend(load_package(f)) for f in folders]))
+    pset = load_set("host")
+    pset.names()  # the dpkg database read: once a run, not per test
+    keys: list[Inputs] = []
+    note("input key (inputs_of)", cpu(lambda: keys.extend(inputs_of(d, pset) for d in definitions)))
+    plans = [WrapperPlan(test=d, profile=root / "profile", python=sys.executable) for d in definitions]
+    out = root / "out"
+    note("wrappers, new", cpu(lambda: [write_wrapper(p, out) for p in plans]))
+    note("wrappers, unchanged", cpu(lambda: [write_wrapper(p, out) for p in plans]))
+    results = []
+    for d, inputs in zip(definitions, keys):
+        now = time.time()
+        wrapper = str(out / "rerun" / d.package / d.name)
+        results.append(
+            TestResult(
+                package=d.package,
+                test=d.name,
+                kind="run",
+                command=[wrapper],
+                exit_code=0,
+                start=now,
+                end=now + 0.004,
+                wrapper=wrapper,
+                log_path=str(log),
+                profile=str(root / "profile"),
+                input_key=inputs.key,
+                inputs=inputs.parts,
+                packages=inputs.packages,
+                reason="--no-cache",
+            )
+        )
+    store = HistoryStore(root / "history.sqlite")
+
+    def record() -> None:
+        recorder = HistoryRecorder(store, "host", str(tests), ["bench"])
+        for r in results:
+            recorder.add(r)
+        run = RunSummary(results=results, out_dir=str(out))
+        recorder.compare(run, None, lambda nodeid: True)
+        recorder.finish(run)
+
+    note("history, first run", cpu(record))
+    note("history, run with a baseline", cpu(record))
+    run = RunSummary(results=results, out_dir=str(out), start=time.time(), end=time.time() + 1)
+    note("reports (write_reports)", cpu(lambda: write_reports(run, out)))
+    store.close()
+    shutil.rmtree(out)
+    os.unlink(root / "history.sqlite")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,54 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         def note(name: str, seconds: float) -> None:
             figures.setdefault(name, []).append(1000 * seconds / n)
 
-        for round_ in range(args.repeat):
-            definitions: list = []
-            note("definitions (load_package)", cpu(lambda: [definitions.extend(load_package(f)) for f in folders]))
-            pset = load_set("host")
-            pset.names()  # the dpkg database read: once a run, not per test
-            keys: list = []
-            note("input key (inputs_of)", cpu(lambda: keys.extend(inputs_of(d, pset) for d in definitions)))
-            plans = [WrapperPlan(test=d, profile=root / "profile", python=sys.executable) for d in definitions]
-            out = root / f"out{round_}"
-            note("wrappers, new", cpu(lambda: [write_wrapper(p, out) for p in plans]))
-            note("wrappers, unchanged", cpu(lambda: [write_wrapper(p, out) for p in plans]))
-            results = []
-            for d, inputs in zip(definitions, keys):
-                now = time.time()
-                results.append(
-                    TestResult(
-                        package=d.package,
-                        test=d.name,
-                        kind="run",
-                        command=[str(out / "rerun" / d.package / d.name)],
-                        exit_code=0,
-                        start=now,
-                        end=now + 0.004,
-                        wrapper=str(out / "rerun" / d.package / d.name),
-                        log_path=str(log),
-                        profile=str(root / "profile"),
-                        input_key=inputs.key,
-                        inputs=inputs.parts,
-                        packages=inputs.packages,
-                        reason="--no-cache",
-                    )
-                )
-            store = HistoryStore(root / f"history{round_}.sqlite")
-            for label in ("history, first run", "history, run with a baseline"):
-
-                def record() -> None:
-                    recorder = HistoryRecorder(store, "host", str(tests), ["bench"])
-                    for r in results:
-                        recorder.add(r)
-                    run = RunSummary(results=results, out_dir=str(out))
-                    recorder.compare(run, None, lambda nodeid: True)
-                    recorder.finish(run)
-
-                note(label, cpu(record))
-            run = RunSummary(results=results, out_dir=str(out), start=time.time(), end=time.time() + 1)
-            note("reports (write_reports)", cpu(lambda: write_reports(run, out)))
-            store.close()
-            shutil.rmtree(out)
+        for _ in range(args.repeat):
+            one_round(root, tests, folders, log, note)
         print(
             f"{n} tests ({len(folders)} packages x {args.per_package}), nixtest from "
             f"{os.path.dirname(os.path.dirname(nixtest.__file__))}; "
