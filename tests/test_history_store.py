@@ -499,3 +499,35 @@ def test_a_database_of_a_newer_nixtest_is_refused_in_one_line(tmp_path: Path) ->
     assert info.value.message == (
         f"{path} was written by a newer nixtest (schema 99, this one reads 1): use another --state folder"
     )
+
+
+def test_strips_and_listings_read_no_closure(tmp_path: Path) -> None:
+    """log.html's strips, `nixtest history` and its page show outcomes: no closure or inputs column read."""
+    from nixtest.history.strips import attach_strips, write_history_page
+    from nixtest.history.views import runs_lines, test_lines
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    closure = {f"lib{i}": f"1.{i}" for i in range(50)}
+    runs = []
+    for n in range(3):
+        recorder = HistoryRecorder(store, "host", "/t", [], timer=False)
+        results = [
+            result("a", f"t{i}", "failed" if (i, n) == (1, 2) else "passed", f"k{i}", packages=closure)
+            for i in range(5)
+        ]
+        for r in results:
+            recorder.add(r)
+        summary = RunSummary(results=results, run_id=str(recorder.run_id))
+        recorder.compare(summary, None, lambda nodeid: True)
+        recorder.finish(summary)
+        runs.append(summary)
+    seen = _statements(store)
+    attach_strips(runs[-1], store, tmp_path / "out")
+    assert [c.outcome for c in runs[-1].strips["a::t1"]] == ["passed", "passed", "failed"]
+    assert len(runs_lines(store)) == 3 and "failed" in "\n".join(test_lines(store, "a", "t1"))
+    write_history_page(store, tmp_path / "page.html")
+    selects = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+    assert selects
+    for sql in selects:
+        read = sql.upper().partition(" FROM ")[0]
+        assert "PACKAGES" not in read and "INPUTS" not in read, sql

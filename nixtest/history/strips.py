@@ -91,7 +91,9 @@ def attach_strips(run: RunSummary, store: HistoryStore, out: Path) -> None:
     """Each result's strip, for log.html: its last 20 results of this set, this run's last."""
     out = Path(os.path.abspath(out))
     for result in run.results:
-        records = store.test_results(result.package, result.test, set_spec=run.set_spec, limit=STRIP_LENGTH)
+        records = store.test_results(
+            result.package, result.test, set_spec=run.set_spec, limit=STRIP_LENGTH, details=False
+        )
         log = ""
         if result.log_path and os.path.exists(result.log_path):
             log = os.path.relpath(result.log_path, out)
@@ -121,7 +123,7 @@ def write_history_page(store: HistoryStore, page: Path, limit: int = STRIP_LENGT
     tests: dict[tuple[str, str, str], str] = {}
     latest = runs[0].id if runs else None
     for run in runs:
-        results = store.run_results(run.id)
+        results = store.run_results(run.id, details=False)
         rows.append(
             RunRow(
                 run=str(run.id),
@@ -139,7 +141,7 @@ def write_history_page(store: HistoryStore, page: Path, limit: int = STRIP_LENGT
     several_sets = len({key[0] for key in tests}) > 1
     history_rows = []
     for (set_spec, package, test), change in tests.items():
-        records = store.test_results(package, test, set_spec=set_spec, limit=STRIP_LENGTH)
+        records = store.test_results(package, test, set_spec=set_spec, limit=STRIP_LENGTH, details=False)
         name = f"{package}::{test}" + (f" ({set_spec})" if several_sets else "")
         history_rows.append(HistoryRow(name, cells(store, records, folder, page.parent), change))
     page.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def runs_lines(store: HistoryStore, limit: int = 20) -> list[str]:
         return [f"no runs recorded in {store.path}"]
     lines = []
     for run in runs:
-        newly = [r.nodeid for r in store.run_results(run.id) if r.change == "newly-failing"]
+        newly = [r.nodeid for r in store.run_results(run.id, details=False) if r.change == "newly-failing"]
         lines.append(run_line(run, newly))
     return lines
 
@@ -64,7 +64,7 @@ def verdict(records: list[ResultRecord]) -> str:
 
 def test_lines(store: HistoryStore, package: str, test: str | None, limit: int = 20) -> list[str]:
     """One test's outcomes (or those of every test of a package), the latest first."""
-    records = store.test_results(package, test, limit=limit)
+    records = store.test_results(package, test, limit=limit, details=False)
     if not records:
         what = f"{package}::{test}" if test else f"package {package}"
         return [f"no results of {what} recorded in {store.path}"]
