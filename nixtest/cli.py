@@ -140,7 +140,8 @@ def run_options(func: F) -> F:
             envvar="NIXTEST_JOBS",
             show_default=True,
             metavar="N",
-            help="tests run at once in this process (a number, or 'auto': one per CPU)",
+            help="tests run at once in this process, or in each pytest-xdist worker with -n W "
+            "(a number, or 'auto': one per CPU, shared among -n's workers)",
         ),
         click.option(
             "-k",
@@ -219,6 +220,28 @@ def history_args(
 @click.version_option(package_name="nixtest")
 def main() -> None:
     """Test a package set one package at a time."""
+
+
+#: pytest's options (pytest-xdist's among them) whose value may be the next argument:
+#: `nixtest run -n 2` gives pytest `-n 2`, not a package named 2
+PYTEST_VALUE_OPTIONS = frozenset(
+    {"-n", "--numprocesses", "--dist", "--tx", "--maxprocesses", "--max-worker-restart", "--maxschedchunk"}
+    | {"--maxfail", "-p", "-o", "--override-ini", "-m", "-W", "--deselect", "--durations", "--tb"}
+)
+
+
+def split_selection(selection: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`nixtest run`'s arguments: the packages and tests it names, and the options for pytest."""
+    names: list[str] = []
+    extra: list[str] = []
+    value_next = False
+    for arg in selection:
+        if value_next or arg.startswith("-"):
+            extra.append(arg)
+            value_next = not value_next and arg in PYTEST_VALUE_OPTIONS
+        else:
+            names.append(arg)
+    return tuple(names), tuple(extra)
 
 
 def selection_paths(tests_dir: Path, selection: tuple[str, ...]) -> list[str]:
@@ -344,15 +367,15 @@ def run(
     """Run package tests: all, those of PKG, or PKG::TEST.
 
     Arguments starting with '-' that nixtest does not know go to pytest
-    (e.g. `nixtest run -- --lf -x`).  The exit code is pytest's: 0 all
+    (e.g. `nixtest run -- --lf -x`; `nixtest run -n 2 -j 2`: two pytest-xdist
+    workers, each running up to 2 tests at once).  The exit code is pytest's: 0 all
     passed, 1 some failed, 2 interrupted, 3 internal error, 4 usage error,
     5 no tests.
     """
     from nixtest.interactive import RunOptions, cache_dir, save_run
     from nixtest.profiles import default_state_dir
 
-    names = tuple(s for s in selection if not s.startswith("-"))
-    extra = tuple(s for s in selection if s.startswith("-"))
+    names, extra = split_selection(selection)
     state_dir = state if state is not None else default_state_dir()
     try:
         args = pytest_args(

@@ -9,7 +9,9 @@ reports), which only reports what was done.  So every plugin sees the same
 hooks as in a serial run, one item after the other, each as its test ends:
 `-x`, `--maxfail`, `-k`, `--lf`, the terminal, junitxml.
 
-Under pytest-xdist (`-n`, `--dist`, `--tx`) its own loop runs instead.
+Under pytest-xdist (`-n`, `--dist`, `--tx`) its own loop runs instead; each
+worker then starts ahead the wrappers of the tests it was handed, on the same
+pool (`nixtest.xdist_worker`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any
 
 import pytest
 
+from nixtest.definitions import Definition
 from nixtest.items import CONTEXT_KEY, INTERRUPTED_KEY, PackageTest
 from nixtest.results import TestResult
-from nixtest.run.pool import Pool
-from nixtest.runner import Prepared, error_result, execute, prepare
+from nixtest.run.pool import Done, Pool
+from nixtest.runner import Context, Prepared, error_result, execute, prepare
 
 
 def parse_jobs(value: str, where: str) -> int:
@@ -37,6 +40,25 @@ def parse_jobs(value: str, where: str) -> int:
     if not value.isdigit():
         raise pytest.UsageError(f"{where} takes a number or 'auto', got {value!r}")
     return max(1, int(value))
+
+
+def worker_jobs(value: str, workerinput: dict[str, Any]) -> int:
+    """`-j` in a pytest-xdist worker: a number is each worker's own.
+
+    `auto` shares this machine's CPUs among the workers, so that a run still
+    runs about as many tests at once as there are CPUs (DESIGN.md "Parallel
+    runs"): with C CPUs and W workers, each runs C // W, the first C % W one
+    more, and each at least one.
+    """
+    if value.strip() != "auto":
+        return parse_jobs(value, "--nixtest-jobs")
+    cpus = parse_jobs("auto", "--nixtest-jobs")
+    count = max(1, int(workerinput.get("workercount", 1)))
+    name = str(workerinput.get("workerid", ""))
+    # gw0, gw1, ...: a worker that replaces a crashed one has a new number
+    place = int(name[2:]) % count if name[2:].isdigit() else 0
+    share, left = divmod(cpus, count)
+    return max(1, share + (1 if place < left else 0))
 
 
 class _Job:
@@ -66,6 +88,24 @@ class _Job:
         # job's thread then sees the wrapper end (execution.run_supervised)
         with contextlib.suppress(ProcessLookupError, PermissionError):  # it has ended
             os.killpg(self.pgid, signal.SIGTERM)
+
+
+def submit(pool: Pool[Any, TestResult], key: Any, prepared: Prepared, context: Context) -> None:
+    """Starts a prepared test on a pool thread; Ctrl-C or `-x` (`Pool.cancel`) kills its process group."""
+    context.scratch  # noqa: B018 - made here, not on the pool's threads
+    job = _Job()
+    pool.submit(key, lambda: execute(prepared, context, on_start=job.started), job.cancel)
+
+
+def result_of(done: Done[Any, TestResult], definition: Definition) -> TestResult:
+    """A finished job's test result; a bug of ours while running it is still this test's result."""
+    if done.error is not None:
+        if not isinstance(done.error, Exception):
+            raise done.error
+        exc = done.error
+        return error_result(definition, f"internal error while running: {type(exc).__name__}: {exc}")
+    assert done.result is not None
+    return done.result
 
 
 class _Boundary:
@@ -105,8 +145,18 @@ class RunLoop:
         return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "no"
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
-        if not self.applies(config):
+        if hasattr(config, "workerinput"):
             return None
+        if not self.applies(config):
+            # pytest-xdist's controller: its workers run the tests (nixtest.xdist_worker)
+            value = str(config.getoption("nixtest_jobs"))
+            count = len(getattr(config.option, "tx", None) or ()) or 1
+            shares = sorted(
+                {worker_jobs(value, {"workercount": count, "workerid": f"gw{n}"}) for n in range(count)}
+            )
+            each = " or ".join(str(share) for share in reversed(shares))
+            plural = "s" if shares != [1] else ""
+            return f"nixtest: up to {each} test{plural} at a time in each pytest-xdist worker"
         return f"nixtest: up to {self.jobs} test{'s' if self.jobs != 1 else ''} at a time, in this process"
 
     @pytest.hookimpl(tryfirst=True)
@@ -195,28 +245,13 @@ class _Run:
                 # it cannot run: nothing to wait for
                 self._finish(index)
                 continue
-            self.context.scratch  # noqa: B018 - made here, not on the pool's threads
-            job = _Job()
-            self.pool.submit(index, self._work(planned, job), job.cancel)
-
-    def _work(self, prepared: Prepared, job: _Job) -> Any:
-        context = self.context
-        return lambda: execute(prepared, context, on_start=job.started)
+            submit(self.pool, index, planned, self.context)
 
     def _report_one(self) -> None:
         done = self.pool.next()
         assert done is not None
         item = self.running[done.key]
-        if done.error is not None:
-            if not isinstance(done.error, Exception):
-                raise done.error
-            # a bug of ours while running the test: still this test's result
-            exc = done.error
-            item.finished = error_result(
-                item.definition, f"internal error while running: {type(exc).__name__}: {exc}"
-            )
-        else:
-            item.finished = done.result
+        item.finished = result_of(done, item.definition)
         self._finish(done.key)
 
     def _finish(self, index: int) -> None:

@@ -27,12 +27,13 @@ from nixtest.items import (
     PackageFolder,
     PackageTest,
 )
-from nixtest.loop import RunLoop, parse_jobs
+from nixtest.loop import RunLoop, parse_jobs, worker_jobs
 from nixtest.results import RunSummary, TestResult
 from nixtest.runner import Context
 from nixtest.safefs import UntrustedPath, check_folder, lock_folder, make_folders
 from nixtest.sources.autopkgtest import is_suite
 from nixtest.wrappers import wrapper_path
+from nixtest.xdist_worker import WorkerLoop
 
 #: what a run collects and ignores (package folders only, see --nixtest-packages-only)
 IGNORED_KEY = pytest.StashKey[list[str]]()
@@ -178,6 +179,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SEEN_KEY] = {}
     config.stash[INTERRUPTED_KEY] = []
     if hasattr(config, "workerinput"):
+        jobs = worker_jobs(str(config.getoption("nixtest_jobs")), config.workerinput)
+        config.pluginmanager.register(WorkerLoop(jobs), "nixtest-worker-loop")
         return
     if config.getoption("nixtest_packages_only"):
         # `nixtest run`: a run of package tests from the start

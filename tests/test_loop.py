@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,18 +182,18 @@ def test_the_same_junit_xml_with_j1_j4_and_n2(suite: Suite) -> None:
     assert texts["-j 1"].count("<testcase") == 8
 
 
-def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) -> None:
-    marker = f"nixtest-loop-ctrl-c-{os.getpid()}"
-    tests = "  quick: {run: 'true'}\n"
-    tests += "".join(f"  slow-{n}: {{run: 'touch started-{n}; sleep 60; : {marker}'}}\n" for n in range(4))
-    suite.package("coreutils", "tests:\n" + tests)
-    proc = start(suite, "-j", "3")
+def interrupt_when_running(
+    suite: Suite, proc: subprocess.Popen[bytes], marker: str, count: int, interrupt: Callable[[], None]
+) -> str:
+    """Once `count` tests matching `marker` run and `coreutils::quick` has ended, `interrupt()`.
+
+    Returns the run's output.
+    """
     try:
         deadline = time.monotonic() + 60
-        # three slow ones at once: `quick` (one of the first three) has ended and been reported
-        while len(pids_matching(marker)) < 3:
+        while len(pids_matching(marker)) < count:
             assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
-            assert time.monotonic() < deadline, "the slow tests never started"
+            assert time.monotonic() < deadline, f"{count} slow tests never ran at once"
             time.sleep(0.05)
         # quick has ended (its supervisor too) before the Ctrl-C, even on a loaded machine
         quick_log = suite.out / "logs" / "coreutils" / "quick.log"
@@ -200,12 +201,22 @@ def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) ->
             assert time.monotonic() < deadline, "quick never ended"
             time.sleep(0.05)
         time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
-        output = proc.communicate(timeout=60)[0].decode(errors="replace")
+        interrupt()
+        return proc.communicate(timeout=60)[0].decode(errors="replace")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_ctrl_c_kills_every_running_test_and_writes_the_reports(suite: Suite) -> None:
+    marker = f"nixtest-loop-ctrl-c-{os.getpid()}"
+    tests = "  quick: {run: 'true'}\n"
+    tests += "".join(f"  slow-{n}: {{run: 'touch started-{n}; sleep 60; : {marker}'}}\n" for n in range(4))
+    suite.package("coreutils", "tests:\n" + tests)
+    proc = start(suite, "-j", "3")
+    # three slow ones at once: `quick` (one of the first three) has ended and been reported
+    output = interrupt_when_running(suite, proc, marker, 3, lambda: os.killpg(proc.pid, signal.SIGINT))
     assert proc.returncode == 2, output
     assert pids_matching(marker) == [], "a test outlived the interrupted run"
     outcomes = junit_outcomes(suite.out)
