@@ -23,7 +23,7 @@ from typing import Any
 from nixtest.capture import mask_clean
 from nixtest.child.expect import MATCH_LIMIT, failure_message
 from nixtest.child.expect import problems as expect_problems
-from nixtest.definitions import BadTest, Definition, TestDef, display_path
+from nixtest.definitions import BadTest, Definition, Expect, TestDef, display_path
 from nixtest.errors import DefinitionError, NixtestError, UnknownPackage
 from nixtest.exec.zygote import STARTUP_VARIABLES, Zygote
 from nixtest.execution import ProcessRun, run_supervised
@@ -72,6 +72,8 @@ class Context:
     #: whether Python-driven tests start from a warm zygote (nixtest.child.zygote)
     warm: bool = True
     _zygote: Zygote | None = None
+    #: the light server that forks `run:` tests' supervisors (nixtest.child.spawner)
+    _spawner: Zygote | None = None
     _zygote_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -105,8 +107,9 @@ class Context:
     def zygote_for(self, prepared: Prepared) -> Zygote | None:
         """The zygote to fork this test's supervisor from; None for the wrapper's own way.
 
-        `run:` tests use one: the supervisor execs their command with exactly
-        the wrapper's environment.  Python-driven tests use one when their
+        `run:` tests use the spawner (no pytest or plumbum in it to copy): the
+        supervisor starts their command with exactly the wrapper's environment.
+        Python-driven tests use the zygote when their
         environment sets nothing that an interpreter reads when it starts (a
         locale, TZ; the zygote started under none) and their interpreter is
         this one.  Autopkgtests never (their wrapper does more than start them).
@@ -114,22 +117,27 @@ class Context:
         test = prepared.test
         if not self.warm:
             return None
-        if test.kind != "run":
-            if not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
-                return None
-            if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
-                return None
-            if os.path.realpath(prepared.plan.python) != os.path.realpath(sys.executable):
-                return None  # the zygote is this interpreter
+        if test.kind == "run":
+            with self._zygote_lock:
+                if self._spawner is None or not self._spawner.alive:
+                    self._spawner = Zygote(sys.executable, light=True)
+                return self._spawner
+        if not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
+            return None
+        if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
+            return None
+        if os.path.realpath(prepared.plan.python) != os.path.realpath(sys.executable):
+            return None  # the zygote is this interpreter
         with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive:
                 self._zygote = Zygote(sys.executable)
             return self._zygote
 
     def close(self) -> None:
-        if self._zygote is not None:
-            self._zygote.close()
-            self._zygote = None
+        for server in (self._spawner, self._zygote):
+            if server is not None:
+                server.close()
+        self._zygote = self._spawner = None
         if self._scratch is not None:
             _remove_tree(self._scratch)
             self._scratch = None
@@ -320,6 +328,9 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
         properties=dict(prepared.properties),
     )
     match_limit = MATCH_LIMIT if test.expect.has_patterns else 0
+    # whether the command ran in place of the wrapper, as its `exec` record says on the wrapper's
+    # path (passed here in memory on the warm path: no record written and read back)
+    execed = False
     try:
         zygote = ctx.zygote_for(prepared)
         if zygote is None:
@@ -333,7 +344,7 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
                 match_limit=match_limit,
             )
         else:
-            run = _run_warm(
+            run, execed = _run_warm(
                 prepared, zygote, argv, workdir, result_file, log_path, timeout, env, on_start, match_limit
             )
     except NixtestError as exc:
@@ -370,35 +381,10 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
             killed = [str(p) for p in record.get("processes", [])]
             shown = ", ".join(killed[:10]) + (f" and {len(killed) - 10} more" if len(killed) > 10 else "")
             result.warnings.append(f"killed {len(killed)} leftover process(es) when the test ended: {shown}")
-        elif record.get("type") == "exec" and test.run is not None:
-            # the wrapper became the command: its exit code and output are the command's,
-            # checked here as the driver checks them in a wrapper run by hand
-            code = int(run.exit_code or 0)
-            want = test.expect
-            # the whole output, however long (the spools search what they hold on disk too)
-            found = expect_problems(
-                code, dict(run.streams), {"exit": want.exit, "stdout": want.stdout, "stderr": want.stderr}
-            )
-            for spool in run.streams.values():
-                spool.close()
-            if not run.timed_out:
-                result.exit_code = EXIT_FAILED if found else EXIT_PASSED
-            if found and test.expect.has_patterns:
-                end = {"message": failure_message(test.run, found)}
-            result.steps.append(
-                Step(
-                    message=test.run,
-                    command=test.run,
-                    exit_code=code,
-                    outcome="failed" if found else "passed",
-                    expected=str(test.expect.exit),
-                    output=run.output.text_chunks(),
-                    output_dropped=run.output.dropped,
-                    start=run.start,
-                    end=run.end,
-                    detail="; ".join(found),
-                )
-            )
+        elif record.get("type") == "exec":
+            execed = True
+    if execed and test.run is not None:
+        end = _check_command(result, run, test.run, test.expect) or end
     if test.run is not None and result.steps:
         result.output, result.output_dropped = [], 0  # all of it is the one step's
     _decide(result, end, timeout)
@@ -409,6 +395,38 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
     if secrets:
         _mask_result(result, secrets)
     return result
+
+
+def _check_command(result: TestResult, run: ProcessRun, line: str, want: Expect) -> dict[str, Any] | None:
+    """A `run:` test whose wrapper became its command: the command's exit code and output,
+    checked here as the driver checks them in a wrapper run by hand.  Adds the one step; the
+    driver's last word (`end`) when the patterns failed."""
+    code = int(run.exit_code or 0)
+    # the whole output, however long (the spools search what they hold on disk too)
+    found = expect_problems(
+        code, dict(run.streams), {"exit": want.exit, "stdout": want.stdout, "stderr": want.stderr}
+    )
+    for spool in run.streams.values():
+        spool.close()
+    if not run.timed_out:
+        result.exit_code = EXIT_FAILED if found else EXIT_PASSED
+    result.steps.append(
+        Step(
+            message=line,
+            command=line,
+            exit_code=code,
+            outcome="failed" if found else "passed",
+            expected=str(want.exit),
+            output=run.output.text_chunks(),
+            output_dropped=run.output.dropped,
+            start=run.start,
+            end=run.end,
+            detail="; ".join(found),
+        )
+    )
+    if found and want.has_patterns:
+        return {"message": failure_message(line, found)}
+    return None
 
 
 def profile_link(prepared: Prepared) -> bool:
@@ -432,7 +450,7 @@ def _run_warm(
     env: dict[str, str],
     on_start: Callable[[int], None] | None,
     match_limit: int,
-) -> ProcessRun:
+) -> tuple[ProcessRun, bool]:
     """A test whose supervisor the zygote forks, warm, instead of the wrapper starting one.
 
     The wrapper still prepares the working directory when there is more to it
@@ -440,6 +458,7 @@ def _run_warm(
     supervisor (nixtest.child.reaper) in the working directory, and starts
     below it what the wrapper's supervisor would: a `run:` test's command with
     the wrapper's environment, or the driver with the wrapper's arguments.
+    Also says whether a `run:` test's command ran (not when `--prepare` failed).
     """
     plan = prepared.plan
     test = prepared.test
@@ -453,7 +472,7 @@ def _run_warm(
             prepare, log_path=log_path, timeout=timeout, secrets=masked, env=env, on_start=on_start
         )
         if prep.timed_out or prep.exit_code != 0:
-            return prep
+            return prep, False
         append = True
         # what is left of the test's time (the messages say the rest)
         left = max(0.0, timeout - (time.monotonic() - started))
@@ -464,10 +483,8 @@ def _run_warm(
         "read_only": [str(p) for p in plan.read_only()],
     }
     if test.run is not None:
-        # as the wrapper says before it execs the command: the runner checks its
-        # exit code and `expect` patterns (_attempt)
-        with open(result_file, "a", encoding="utf-8") as f:
-            f.write('{"type": "exec"}\n')
+        # the runner checks its exit code and `expect` patterns (_attempt), as the
+        # wrapper's `exec` record asks on its path
         request.update(exec=plan.command(), env=plan.command_environment(str(workdir), secrets))
     else:
         request.update(
@@ -475,7 +492,7 @@ def _run_warm(
             env=plan.driver_environment(str(workdir), secrets),
         )
     # named after the wrapper it stands for (the reports' command)
-    return run_supervised(
+    run = run_supervised(
         argv,
         log_path=log_path,
         timeout=left,
@@ -485,6 +502,7 @@ def _run_warm(
         append=append,
         match_limit=match_limit,
     )
+    return run, test.run is not None
 
 
 def _mask_result(result: TestResult, secrets: list[str]) -> None:

@@ -305,8 +305,9 @@ def execute(scenario: Scenario, root: Path, state: Path) -> Run:
                 name = re.escape(f"{package}.{scenario.crash}.")
                 marker = re.escape(str(tmpdir)) + rf"/[^/]+/{name}"
                 worker = parent_of(marker, time.monotonic() + 60)
-                if b"nixtest.child.zygote" in Path(f"/proc/{worker}/cmdline").read_bytes():
-                    # its supervisor was forked by the worker's zygote: the worker is the zygote's parent
+                cmdline = Path(f"/proc/{worker}/cmdline").read_bytes()
+                if b"nixtest.child.zygote" in cmdline or b"nixtest/child/spawner.py" in cmdline:
+                    # its supervisor was forked by the worker's zygote or spawner: the worker is its parent
                     status = Path(f"/proc/{worker}/status").read_text()
                     worker = int(re.search(r"^PPid:\s+(\d+)", status, re.M)[1])  # type: ignore[index]
                 assert worker != proc.pid, "the test does not run in a pytest-xdist worker"

@@ -43,8 +43,8 @@ def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) 
     code, output, pid = run(suite, "-j", "1")
     assert code == 1, output
     # no driver, no shell of the wrapper's, no interpreter started for it between
-    # nixtest and the command: only its supervisor, forked by nixtest's zygote
-    assert b"nixtest.child.zygote" in ppid.with_name("ppid.z").read_bytes()
+    # nixtest and the command: only its supervisor, forked by nixtest's spawner
+    assert b"nixtest/child/spawner.py" in ppid.with_name("ppid.z").read_bytes()
     assert int(ppid.read_text()) == pid
     message = f"{wrong!r} stdout does not match '^hi$'"
     failure = junit_case(suite.out, "coreutils::mismatch").find("failure")

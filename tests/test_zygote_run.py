@@ -1,6 +1,6 @@
-"""`run:` tests in nixtest's own runs: the zygote forks their supervisor, which execs the command.
+"""`run:` tests in nixtest's own runs: the spawner forks their supervisor, which starts the command.
 
-No interpreter starts for them (nixtest.child.zygote).  What the command sees,
+No interpreter starts for them (nixtest.child.spawner, a small warm server).  What the command sees,
 what is killed and reported, and the result must be what the wrapper's path
 gives (NIXTEST_COLD=1, or `Context(warm=False)`), and no secret may reach an argv.
 """
@@ -63,7 +63,7 @@ def nixtest_run(
     )
 
 
-def test_a_run_test_is_the_zygote_side_supervisors_child_and_sees_the_wrappers_world(suite: Suite) -> None:
+def test_a_run_test_is_the_spawned_supervisors_child_and_sees_the_wrappers_world(suite: Suite) -> None:
     dumps = suite.root / "dumps"
     dumps.mkdir()
     suite.package(
@@ -87,9 +87,9 @@ def test_a_run_test_is_the_zygote_side_supervisors_child_and_sees_the_wrappers_w
         assert home, text
         seen[how] = text.replace(home.group(1), "<workdir>")
         parents[how] = (dumps / "look.parent").read_text()
-    # warm: the supervisor is a fork of the zygote (no interpreter of its own), cold: the reaper's
-    assert "nixtest.child.zygote" in parents["warm"], parents
-    assert "nixtest.child.zygote" not in parents["cold"] and "reaper" in parents["cold"], parents
+    # warm: the supervisor is a fork of the spawner (no interpreter of its own), cold: the reaper's
+    assert "nixtest/child/spawner.py" in parents["warm"], parents
+    assert "spawner" not in parents["cold"] and "reaper" in parents["cold"], parents
     assert seen["warm"] == seen["cold"], (seen["warm"], seen["cold"])
     look = seen["warm"]
     assert "cwd=<workdir>\n" in look and "umask=0022\n" in look and "secret length=12\n" in look
@@ -119,7 +119,7 @@ def test_a_detached_daemon_of_a_warm_run_test_is_killed_and_reported(suite: Suit
     out = junit_cases(suite.out)["util-linux::daemon"].findtext("system-out") or ""
     assert "killed 1 leftover process" in out and f"sleep {marker}" in out, out
     log = suite.log("util-linux", "daemon").read_text()
-    assert "nixtest.child.zygote" in log, log  # this path, not the wrapper's
+    assert "nixtest/child/spawner.py" in log, log  # this path, not the wrapper's
     # the supervisor's own word, as a wrapper's reaper says it
     assert "nixtest: util-linux::daemon: killed 1 process the test left running" in log, log
 
@@ -158,7 +158,7 @@ def test_no_secret_in_any_argv_of_a_warm_run_test(suite: Suite) -> None:
     assert seen == [], f"the secret was in the argv of processes {sorted(set(seen))}"
     assert (Path(f"{found}.plain")).read_text() == "", "the test saw its secret in an argv"
     log = suite.log("coreutils", "expecting").read_text()
-    assert "nixtest.child.zygote" in log and value not in log, log
+    assert "nixtest/child/spawner.py" in log and value not in log, log
 
 
 # --------------------------------------------------------------------------- the same result

@@ -1,4 +1,6 @@
-"""The runner's side of the zygote (nixtest.child.zygote): start it, ask it for children.
+"""The runner's side of the zygote (nixtest.child.zygote) and the spawner (nixtest.child.spawner).
+
+Start one, ask it for children.
 
 `Zygote.spawn` gives a `ZygoteChild`, which `execution.run_supervised` waits
 on as on a `subprocess.Popen`: its pid leads its own process group (so a
@@ -19,7 +21,8 @@ import sys
 import threading
 from typing import IO, Any
 
-from nixtest.child.zygote import receive, send
+import nixtest.child.spawner
+from nixtest.child.spawner import receive, send
 from nixtest.errors import ExecutionError
 
 #: variables that an interpreter reads when it starts: a test that sets one needs
@@ -57,11 +60,20 @@ class ZygoteChild:
 
 
 class Zygote:
-    def __init__(self, python: str = sys.executable) -> None:
+    """A warm server of test processes: the zygote (Python-driven tests), or with `light` the spawner.
+
+    The spawner (`run:` tests) is an interpreter without the site module that
+    imported only the standard library and the supervisor: each fork of it
+    copies less than one of the zygote.
+    """
+
+    def __init__(self, python: str = sys.executable, *, light: bool = False) -> None:
+        # the spawner is a file, not -m: without site (-S) the package is found from its place
+        server = ["-S", nixtest.child.spawner.__file__] if light else ["-m", "nixtest.child.zygote"]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [python, "-I", "-m", "nixtest.child.zygote", str(theirs.fileno())],
+                [python, "-I", *server, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 # an empty environment, as the wrapper's `env -i` gives the driver
