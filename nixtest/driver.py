@@ -533,7 +533,11 @@ def _warm_pytest() -> None:
     bytecode = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
     try:
-        scratch._mark_plugins_for_rewrite(_pytest.assertion.install_importhook(scratch), False)
+        hook = _pytest.assertion.install_importhook(scratch)
+        # A plugin's package imported already (nixtest's own, installed as a
+        # wheel) is warned about in each module's run, not in this one.
+        hook._warn_already_imported = lambda name: None  # type: ignore[method-assign]
+        scratch._mark_plugins_for_rewrite(hook, False)
         for dist in importlib.metadata.distributions():
             for entry in dist.entry_points:
                 if entry.group == "pytest11" and not manager.is_blocked(entry.name):

@@ -281,3 +281,26 @@ def test_a_module_runs_on_the_zygotes_configuration_and_only_once(tmp_path: Path
         ("test_uses_the_warm_configuration", "passed"),
         ("test_a_nested_pytest_main_starts_from_nothing", "passed"),
     ]
+
+
+def test_the_warm_up_holds_with_a_plugin_imported_before_it(tmp_path: Path) -> None:
+    """As nixtest's own plugin is when nixtest is installed as a wheel: pytest would mark it
+    for rewriting and warn that it is imported already; the zygote's warm-up must not fail."""
+    site = tmp_path / "site"
+    info = site / "fakeplug-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\nfakeplug = fakeplug\n")
+    (info / "RECORD").write_text("fakeplug.py,,\nfakeplug-1.0.dist-info/METADATA,,\n")
+    (site / "fakeplug.py").write_text("X = 1\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r})\n"
+        "import fakeplug\n"
+        "from nixtest import driver\n"
+        "driver.warm_up()\n"
+        "assert 'pytest' in driver._WARM, 'the warm-up fell back'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
