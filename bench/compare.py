@@ -20,7 +20,9 @@ kinds
     ``imports:`` (``python3 -c 'import zlib'``), a classic script and a
     pytest module (``python3 -I -c`` running ``true`` with subprocess).  The
     cost per test is the difference between a run of ``--kind-n`` tests and a
-    run of one, divided by the difference, so start-up is not counted.
+    run of one, divided by the difference, so start-up is not counted.  The
+    same is given in CPU time (user + system of every process of each side),
+    which a loaded machine disturbs less.
 scale
     12 tests per installed package (10,000 on a machine with 842), warm,
     ``-j 2``, against a run of about 700: cost per test and the nixtest
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -93,14 +96,21 @@ KINDS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
+#: CPU seconds (user + system) of each `timed` command and all it waited for, in order
+CPU_SPENT: list[float] = []
+
+
 def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None, log: Path | None = None) -> float:
-    """Seconds `argv` took; exits the benchmark if it failed."""
+    """Seconds `argv` took; exits the benchmark if it failed.  Its CPU time goes to CPU_SPENT."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log or os.devnull, "wb") as out:
         start = time.perf_counter()
         code = subprocess.run(
             argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         ).returncode
         seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SPENT.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if code != 0:
         tail = log.read_text(errors="replace")[-3000:] if log else ""
         raise SystemExit(f"compare: {' '.join(argv[:6])}... exited {code}\n{tail}")
@@ -274,6 +284,7 @@ class Bench:
             many_argv = self.nixtest(per[count], self.root / "kind-out", "-j", "1")
             one_argv = self.nixtest(per[1], self.root / "kind-out", "-j", "1")
             bare_argv = ["/bin/sh", "-c", loop]
+            first = len(CPU_SPENT)
             nix_many, nix_one, bare_many = median_of(
                 self.repeat,
                 lambda: timed(many_argv, self.root),  # noqa: B023 - called before the loop goes on
@@ -283,11 +294,24 @@ class Bench:
             )
             nix = (nix_many - nix_one) / (count - 1)
             plain = bare_many / count
-            rows[kind] = {"nixtest_ms": 1000 * nix, "bare_ms": 1000 * plain, "ratio": nix / plain}
+            # CPU time, which a loaded machine disturbs less than the time on the clock
+            # (all processes of each side, the pytest process's too; sides alternate)
+            cpu = [statistics.median(CPU_SPENT[first + side :: 3]) for side in range(3)]
+            nix_cpu = (cpu[0] - cpu[1]) / (count - 1)
+            plain_cpu = cpu[2] / count
+            rows[kind] = {
+                "nixtest_ms": 1000 * nix,
+                "bare_ms": 1000 * plain,
+                "ratio": nix / plain,
+                "nixtest_cpu_ms": 1000 * nix_cpu,
+                "bare_cpu_ms": 1000 * plain_cpu,
+                "cpu_ratio": nix_cpu / plain_cpu,
+            }
             target = 3.0 if kind == "pytest module" else 1.5
             print(
                 f"  {kind:15} nixtest {1000 * nix:7.1f} ms   bare {1000 * plain:6.1f} ms"
                 f"   ratio {nix / plain:5.2f} (<= {target})"
+                f"   CPU {1000 * nix_cpu:6.1f} / {1000 * plain_cpu:5.1f} ms = {nix_cpu / plain_cpu:5.2f}"
             )
         self.results["kinds"] = rows
 
