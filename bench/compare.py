@@ -10,7 +10,8 @@ host
     against the shell floor (``xargs -P2``: fresh dir, ``env -i``,
     ``sh -c true``, ``rm -rf``; see run_overhead.py) and the pytest +
     subprocess peer (a parametrized test per package running ``sh -c true``
-    in ``tmp_path`` with the profile's variables, serial and ``-n 2``).
+    in ``tmp_path`` with the profile's variables, serial and ``-n 2``); and
+    nixtest itself over pytest-xdist's workers, ``-n 2 -j 1`` and ``-n 2 -j 2``.
 cold
     the same run from an empty state folder (every profile built), against
     the shell floor: the profile build is the cold run minus the warm one.
@@ -199,12 +200,16 @@ class Bench:
             "no:nixtest",
             "test_peer.py",
         ]
-        nix, floor, peer1, peer2 = median_of(
+        out = self.root / "out"
+        nix, floor, peer1, peer2, xdist1, xdist2 = median_of(
             self.repeat,
-            lambda: timed(self.nixtest(self.host_tests, self.root / "out", "-j", str(JOBS)), self.root),
+            lambda: timed(self.nixtest(self.host_tests, out, "-j", str(JOBS)), self.root),
             self.floor,
             lambda: timed(pytest, peer, env=env),
             lambda: timed([*pytest, "-n", str(JOBS)], peer, env=env),
+            # pytest-xdist's workers, one test at a time in each, then JOBS in each
+            lambda: timed(self.nixtest(self.host_tests, out, "-n", str(JOBS), "-j", "1"), self.root),
+            lambda: timed(self.nixtest(self.host_tests, out, "-n", str(JOBS), "-j", str(JOBS)), self.root),
         )
         best_peer = min(peer1, peer2)
         self.results["host"] = {
@@ -215,12 +220,16 @@ class Bench:
             "peer_n2_s": peer2,
             "vs_floor": nix / floor,
             "vs_peer": nix / best_peer,
+            "nixtest_n2_j1_s": xdist1,
+            "nixtest_n2_j2_s": xdist2,
         }
         print(f"\nhost: {self.n} run: 'true' tests, warm, -j {JOBS} (median of {self.repeat})")
         print(f"  nixtest                      {nix:7.2f} s  {1000 * nix / self.n:6.2f} ms/test")
         print(f"  shell floor (xargs -P{JOBS})      {floor:7.2f} s  {1000 * floor / self.n:6.2f} ms/test")
         print(f"  pytest + subprocess          {peer1:7.2f} s  (serial)")
         print(f"  pytest + subprocess -n {JOBS}     {peer2:7.2f} s")
+        print(f"  nixtest -n {JOBS} -j 1             {xdist1:7.2f} s  (pytest-xdist, one at a time a worker)")
+        print(f"  nixtest -n {JOBS} -j {JOBS}             {xdist2:7.2f} s  ({JOBS} at a time in each worker)")
         print(
             f"  nixtest / floor {nix / floor:5.2f} (target <= 1.5)"
             f"   nixtest / best peer {nix / best_peer:5.2f} (<= 1.0)"
