@@ -47,6 +47,7 @@ _FORMAT = 2
 FOLD_MIN = 16
 
 _DIR_MODE = 0o755
+_READ_ONLY = _DIR_MODE & ~0o222
 #: a profile being built: `<profiles>/.build-<key>-XXXX`, renamed into place when complete
 BUILD_PREFIX = ".build-"
 _FILE_MODE = 0o644
@@ -120,29 +121,28 @@ def profile_env(profile_path: Path | str) -> dict[str, str]:
     }
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: str, b: str) -> bool:
     return a == b or os.path.realpath(a) == os.path.realpath(b)
 
 
-def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[PurePosixPath, Path], list[str]]:
+def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """Decide every leaf of the profile: (profile path -> target, collision lines).
 
     Packages are taken in sorted order and the first one to give a path keeps it.
+    Paths are handled as text: pathlib's objects cost several times the work
+    of a profile's hundreds of thousands of entries.
     """
-    chosen: dict[PurePosixPath, tuple[str, Path]] = {}
+    chosen: dict[str, tuple[str, str]] = {}
     collisions: list[str] = []
     for name in names:
-        for inside, target in pset.profile_entries(name):
-            if inside.is_absolute() or ".." in inside.parts or not inside.parts:
-                raise ProfileError(
-                    f"package {name!r} of {pset.spec!r} gives a bad profile path {str(inside)!r}"
-                )
-            if inside.parts[0] == MANIFEST:
+        for inside_path, target_path in pset.profile_entries(name):
+            inside, target = str(inside_path), str(target_path)
+            if inside.startswith("/") or inside == "." or ".." in inside.split("/"):
+                raise ProfileError(f"package {name!r} of {pset.spec!r} gives a bad profile path {inside!r}")
+            if inside.partition("/")[0] == MANIFEST:
                 continue
-            if not target.is_absolute():
-                raise ProfileError(
-                    f"package {name!r} of {pset.spec!r} gives a relative target {str(target)!r}"
-                )
+            if not target.startswith("/"):
+                raise ProfileError(f"package {name!r} of {pset.spec!r} gives a relative target {target!r}")
             kept = chosen.get(inside)
             if kept is None:
                 chosen[inside] = (name, target)
@@ -153,11 +153,12 @@ def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[PurePosixPath, P
 
     # A leaf where another package needs a directory: keep the directory, so
     # that no package loses a whole subtree to one file.
-    dir_owner: dict[PurePosixPath, str] = {}
+    dir_owner: dict[str, str] = {}
     for inside, (name, _) in chosen.items():
-        for parent in inside.parents:
-            if parent.parts:
-                dir_owner.setdefault(parent, name)
+        cut = inside.rfind("/")
+        while cut > 0 and inside[:cut] not in dir_owner:  # its parents have an owner already
+            dir_owner[inside[:cut]] = name
+            cut = inside.rfind("/", 0, cut)
     for inside in [p for p in chosen if p in dir_owner]:
         name, target = chosen.pop(inside)
         collisions.append(
@@ -168,7 +169,7 @@ def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[PurePosixPath, P
     return _fold(leaves), sorted(collisions)
 
 
-def _fold(leaves: dict[PurePosixPath, Path]) -> dict[PurePosixPath, Path]:
+def _fold(leaves: dict[str, str]) -> dict[str, str]:
     """Links whole directories where that shows exactly the same files, as Nix's buildEnv does.
 
     A profile directory below the top level (`lib/google-cloud-sdk`, not
@@ -179,11 +180,9 @@ def _fold(leaves: dict[PurePosixPath, Path]) -> dict[PurePosixPath, Path]:
     """
     if len(leaves) < 2:
         return leaves
-    inside_of = {str(inside): inside for inside in leaves}
-    text = {str(inside): str(target) for inside, target in leaves.items()}
     #: profile directory -> the real directory it would link to ("" when there is none)
     real: dict[str, str] = {}
-    for inside, target in text.items():
+    for inside, target in leaves.items():
         directory = inside
         while True:
             cut = directory.rfind("/")
@@ -198,7 +197,7 @@ def _fold(leaves: dict[PurePosixPath, Path]) -> dict[PurePosixPath, Path]:
                 real[directory] = ""
     if not real:
         return leaves
-    ordered = sorted(text)
+    ordered = sorted(leaves)
     folded: dict[str, str] = {}
     done: set[str] = set()
     for directory in sorted(real, key=lambda d: (d.count("/"), d)):
@@ -212,10 +211,10 @@ def _fold(leaves: dict[PurePosixPath, Path]) -> dict[PurePosixPath, Path]:
             continue
         wanted = {name[len(prefix) :] for name in ordered[start:end]}
         if _holds_exactly(source, wanted):
-            folded[directory] = source
+            folded[directory] = str(PurePosixPath(source))
             done.update(ordered[start:end])
-    result = {inside_of[name]: leaves[inside_of[name]] for name in ordered if name not in done}
-    result.update({PurePosixPath(d): Path(t) for d, t in folded.items()})
+    result = {name: leaves[name] for name in ordered if name not in done}
+    result.update(folded)
     return result
 
 
@@ -272,8 +271,9 @@ def _make_dirs(path: Path) -> None:
 def _digest(root: Path) -> str:
     """SHA-256 of the profile's tree: every folder and symlink, with its target.
 
-    Kept in the manifest: a profile that no longer matches it (a test removed
-    `profile/bin/ls`, someone added a file) is rebuilt, not reused.
+    The manifest keeps it (`tree_digest`, from the plan); where folders' change
+    times are whole seconds, a profile that no longer matches it (a test
+    removed `profile/bin/ls`, someone added a file) is rebuilt, not reused.
     """
     entries: list[str] = []
     for folder, dirs, files in os.walk(root):
@@ -303,41 +303,94 @@ def _fine_times(stamps: dict[str, list[int]]) -> bool:
     return not stamps or any(ctime % 1_000_000_000 for _, ctime in stamps.values())
 
 
-def _write(root: Path, leaves: dict[PurePosixPath, Path], manifest: dict[str, object]) -> None:
+def _folders(leaves: Iterable[str]) -> list[str]:
+    """Every folder the leaves need, parents first."""
+    folders: set[str] = set()
+    for inside in leaves:
+        cut = inside.rfind("/")
+        while cut > 0 and inside[:cut] not in folders:  # its parents are in already
+            folders.add(inside[:cut])
+            cut = inside.rfind("/", 0, cut)
+    return sorted(folders)  # "a" before "a/b"
+
+
+def tree_digest(folders: Iterable[str], leaves: dict[str, str]) -> str:
+    """SHA-256 of a profile's tree as planned: what `_digest` gives once it is written."""
+    entries = [f"d {folder}" for folder in folders]
+    entries.extend(f"l {inside} {target}" for inside, target in leaves.items())
+    data = "\0".join(sorted(entries)).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(data).hexdigest()
+
+
+#: whether this process may add entries to a folder of mode 0555 (root's
+#: CAP_DAC_OVERRIDE): then folders are made read-only at once, no chmod each
+_write_read_only: bool | None = None
+
+
+def _can_write_read_only(fd: int) -> bool:
+    global _write_read_only
+    if _write_read_only is None:
+        probe = ".nixtest-probe"
+        os.mkdir(probe, 0o500, dir_fd=fd)
+        try:
+            os.mkdir(f"{probe}/x", dir_fd=fd)
+            os.rmdir(f"{probe}/x", dir_fd=fd)
+            _write_read_only = True
+        except PermissionError:
+            _write_read_only = False
+        finally:
+            os.rmdir(probe, dir_fd=fd)
+    return _write_read_only
+
+
+def _write(root: Path, leaves: dict[str, str], manifest: dict[str, object]) -> None:
     """Fill the empty directory `root` with the profile's tree and its manifest.
 
-    The manifest records each folder's inode and change time once the folder
-    is complete (read-only): `_read` compares them instead of reading the tree.
+    Paths are relative to the root's descriptor: no walk from / for each of a
+    profile's hundreds of entries.  The manifest records each folder's inode
+    and change time once the folder is complete (read-only): `_read` compares
+    them instead of reading the tree.
     """
-    made: set[PurePosixPath] = set()
-    for inside in sorted(leaves):
-        parent = inside.parent
-        if parent.parts and parent not in made:
-            (root / parent).mkdir(parents=True, exist_ok=True)
-            made.update(p for p in [parent, *parent.parents] if p.parts)
-        os.symlink(leaves[inside], root / inside)
-    manifest = dict(manifest, tree=_digest(root))
-    # read-only to everyone, its owner (and the tests it runs) included: a test
-    # cannot remove what every later run reuses
-    for d in made:
-        os.chmod(root / d, _DIR_MODE & ~0o222)
-    # Taken last: nothing below the root changes after this.  (The root's own
-    # change time is not kept: writing the manifest and the rename change it;
-    # `_read` lists the root instead.)
-    stamps: dict[str, list[int]] = {}
-    for d in made:
-        info = os.lstat(root / d)
-        stamps[str(d)] = [info.st_ino, info.st_ctime_ns]
-    manifest["folders"] = stamps
-    manifest["links"] = {str(p): str(t) for p, t in leaves.items() if len(p.parts) == 1}
-    manifest["check"] = "ctime" if _fine_times(stamps) else "walk"
-    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    (root / MANIFEST).write_text(text, encoding="utf-8")
-    os.chmod(root / MANIFEST, _FILE_MODE)
-    # the build is complete: no longer a leftover for `sweep_unclaimed` to take
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(root / CLAIM_MARK)
-    os.chmod(root, _DIR_MODE & ~0o222)  # mkdtemp made it 0700
+    folders = _folders(leaves)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        # read-only to everyone, its owner (and the tests it runs) included: a
+        # test cannot remove what every later run reuses
+        at_once = bool(folders) and _can_write_read_only(fd)
+        for folder in folders:
+            os.mkdir(folder, _READ_ONLY if at_once else _DIR_MODE, dir_fd=fd)
+        for inside, target in leaves.items():
+            os.symlink(target, inside, dir_fd=fd)
+        # Taken last: nothing below the root changes after this.  (The root's
+        # own change time is not kept: writing the manifest and the rename
+        # change it; `_read` lists the root instead.)
+        stamps: dict[str, list[int]] = {}
+        for folder in folders:
+            info = os.stat(folder, dir_fd=fd, follow_symlinks=False)
+            if stat.S_IMODE(info.st_mode) != _READ_ONLY:  # not made so, or the umask took bits
+                os.chmod(folder, _READ_ONLY, dir_fd=fd)
+                info = os.stat(folder, dir_fd=fd, follow_symlinks=False)
+            stamps[folder] = [info.st_ino, info.st_ctime_ns]
+        manifest = dict(
+            manifest,
+            tree=tree_digest(folders, leaves),
+            folders=stamps,
+            links={inside: target for inside, target in leaves.items() if "/" not in inside},
+            check="ctime" if _fine_times(stamps) else "walk",
+        )
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        out = os.open(
+            MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+        )
+        with os.fdopen(out, "w", encoding="utf-8") as f:
+            os.fchmod(out, _FILE_MODE)  # whatever the umask
+            f.write(text)
+        # the build is complete: no longer a leftover for `sweep_unclaimed` to take
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(CLAIM_MARK, dir_fd=fd)
+        os.fchmod(fd, _READ_ONLY)  # mkdtemp made it 0700
+    finally:
+        os.close(fd)
 
 
 def _closed(info: os.stat_result, uid: int) -> bool:

@@ -12,7 +12,9 @@ place; in a log (CI) only the final lines are written, so the log stays short.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import os
 import platform
 import sys
 import time
@@ -23,6 +25,10 @@ from nixtest.definitions import Definition, TestDef
 from nixtest.errors import NixtestError
 from nixtest.profiles import profile_built
 from nixtest.runner import Context
+
+#: threads building profiles at once: two per CPU keep the filesystem busy while one
+#: thread holds the interpreter to plan the next profile
+BUILD_THREADS = 2 * len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4
 
 
 class Say(Protocol):
@@ -91,12 +97,28 @@ def build_profiles(definitions: Iterable[Definition], ctx: Context, say: Say) ->
     what = "to build or check (nix-build)" if unsure else "to build"
     say(f"nixtest: {_plural(len(new), 'profile')} {what}; later runs reuse them from {ctx.state}", True)
     start = time.monotonic()
-    for n, packages in enumerate(new, 1):
-        say(f"nixtest: profile {n} of {len(new)}: {'+'.join(packages) or '(empty)'}", False)
-        with contextlib.suppress(NixtestError, OSError):  # the tests that need it report it
-            ctx.profile(packages)
+    # Our own builds run side by side: a build waits on the filesystem for most
+    # of its time (a symlink or a folder at a time), and a thread waiting in a
+    # system call lets the others run.  A set that builds its own profiles
+    # (nix-build) is left to build them one at a time.
+    workers = 1 if unsure else min(BUILD_THREADS, len(new))
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nixtest-profile")
+    try:
+        futures = [pool.submit(_build, ctx, packages) for packages in new]
+        # said in the tests' order as each is waited for: the line shows what holds the run up
+        for n, (packages, future) in enumerate(zip(new, futures), 1):
+            say(f"nixtest: profile {n} of {len(new)}: {'+'.join(packages) or '(empty)'}", False)
+            future.result()
+    finally:
+        # on Ctrl-C, the builds not started are dropped; those under way end (a few ms)
+        pool.shutdown(wait=True, cancel_futures=True)
     say(f"nixtest: {_plural(len(new), 'profile')} ready in {time.monotonic() - start:.1f} s", True)
     return len(new)
+
+
+def _build(ctx: Context, packages: tuple[str, ...]) -> None:
+    with contextlib.suppress(NixtestError, OSError):  # the tests that need it report it
+        ctx.profile(packages)
 
 
 def terminal_say(config: Any) -> Say:
