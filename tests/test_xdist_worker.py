@@ -66,7 +66,15 @@ def test_n2_j2_runs_two_tests_at_once_in_each_worker(suite: Suite) -> None:
 def test_the_same_junit_xml_with_j1_j4_n2_and_n2_j2(suite: Suite) -> None:
     write_selection_suite(suite)
     texts = {}
-    for how in (["-j", "1"], ["-j", "4"], ["-n2"], ["-n2", "-j", "2"], ["-n2", "-j", "4"]):
+    for how in (
+        ["-j", "1"],
+        ["-j", "4"],
+        ["-n2"],
+        ["-n2", "-j", "2"],
+        ["-n2", "-j", "4"],
+        ["-n2", "-j", "2", "--dist=loadscope"],
+        ["-n2", "-j", "2", "--dist=each"],
+    ):
         code, output, _ = run(suite, *how)
         assert code == 1, output
         texts[" ".join(how)] = normalized_junit(suite.out)
@@ -74,6 +82,22 @@ def test_the_same_junit_xml_with_j1_j4_n2_and_n2_j2(suite: Suite) -> None:
     assert texts["-j 1"].count("<testcase") == 8
     for how, text in texts.items():
         assert text == texts["-j 1"], how
+
+
+@pytest.mark.parametrize("dist", ["loadscope", "loadfile", "each"])
+def test_every_dist_mode_runs_two_tests_at_once_in_each_worker(suite: Suite, dist: str) -> None:
+    """Two packages of two tests: by package (scope, file) or all of them (each), two a worker."""
+    meet = suite.root / "meet"
+    meet.mkdir()
+    # a file of its own per test run (with --dist each, every worker runs every test)
+    command = f"mktemp -p {meet} > /dev/null; " + WAIT.format(cond=f'[ "$(ls {meet} | wc -l)" -ge 4 ]')
+    test = f"{{run: {json.dumps(command)}, profile: [coreutils]}}"  # ls, wc, sleep
+    for package in ("coreutils", "hello"):
+        suite.package(package, f"tests:\n  t0: {test}\n  t1: {test}\n")
+    code, output, _ = run(suite, "-n", "2", "-j", "2", "--dist", dist)
+    assert code == 0, output
+    assert set(junit_outcomes(suite.out).values()) == {"passed"}, output
+    assert len(junit_outcomes(suite.out)) == 4
 
 
 def write_stopping_suite(suite: Suite, marker: str) -> Path:
