@@ -136,6 +136,19 @@ _DEBIAN_TOPS = {
 
 
 def debian_profile_path(path: str) -> PurePosixPath | None:
+    """Where a file Debian installed at absolute `path` goes in a profile, or None (see below)."""
+    inside = debian_profile_text(path)
+    return None if inside is None else PurePosixPath(inside)
+
+
+def _normal(path: str) -> str:
+    """``str(Path(path))`` without making the object, for a path already in normal form."""
+    if "//" in path or "/./" in path or path.endswith(("/", "/.")):
+        return str(PurePosixPath(path))
+    return path
+
+
+def debian_profile_text(path: str) -> str | None:
     """Where a file Debian installed at absolute `path` goes in a profile, or None.
 
     ``/usr/bin/x`` and ``/bin/x`` go to ``bin/x``; ``/usr/lib/<triplet>/x`` to
@@ -158,7 +171,7 @@ def debian_profile_path(path: str) -> PurePosixPath | None:
         top, rest = "lib", rest  # share/pkgconfig/x.pc -> lib/pkgconfig/x.pc
     if not rest:
         return None  # the directory itself (/usr/bin, /usr/lib/<triplet>)
-    return PurePosixPath(top, *rest)
+    return "/".join([top, *rest])
 
 
 def _strip_relation(text: str) -> str:
@@ -523,18 +536,25 @@ class DpkgSet:
 
         The alternatives that point at one of them come along under their own names.
         """
+        for inside, real in self.profile_texts(name):
+            yield PurePosixPath(inside), Path(real)
+
+    def profile_texts(self, name: str) -> Iterator[tuple[str, str]]:
+        """`profile_entries` as text, which profiles plan with: making the path
+        objects cost more than the rest of planning the 842 profiles of a host."""
         alternatives = self.alternatives()
         for package in self.outputs(name):
             for listed, real in self._listing(package):
                 # The profile path comes from the listed path: a diverted file
                 # keeps its name in the package's profile, as the package was built.
-                inside = debian_profile_path(listed)
+                inside = debian_profile_text(listed)
                 if inside is not None and _is_leaf(real):
-                    yield inside, Path(real)
+                    target = _normal(real)
+                    yield inside, target
                     for link in alternatives.get(real, ()):
-                        link_inside = debian_profile_path(link)
+                        link_inside = debian_profile_text(link)
                         if link_inside is not None and link_inside != inside:
-                            yield link_inside, Path(real)
+                            yield link_inside, target
 
 
 def dependency_closure(pset: PackageSet, names: Iterable[str]) -> list[str]:

@@ -134,9 +134,14 @@ def _plan(pset: PackageSet, names: Sequence[str]) -> tuple[dict[str, str], list[
     """
     chosen: dict[str, tuple[str, str]] = {}
     collisions: list[str] = []
+    # a set may give its entries as text already (DpkgSet.profile_texts)
+    texts = getattr(pset, "profile_texts", None)
     for name in names:
-        for inside_path, target_path in pset.profile_entries(name):
-            inside, target = str(inside_path), str(target_path)
+        if callable(texts):
+            entries: Iterable[tuple[str, str]] = texts(name)
+        else:
+            entries = ((str(inside), str(target)) for inside, target in pset.profile_entries(name))
+        for inside, target in entries:
             if inside.startswith("/") or inside == "." or ".." in inside.split("/"):
                 raise ProfileError(f"package {name!r} of {pset.spec!r} gives a bad profile path {inside!r}")
             if inside.partition("/")[0] == MANIFEST:

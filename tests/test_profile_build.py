@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nixtest import profiles, progress
+from nixtest import packagesets, profiles, progress
 from nixtest.packagesets import DpkgSet, PrefixSet
 from nixtest.profiles import MANIFEST, build_profile
 
@@ -160,3 +160,25 @@ def test_ctrl_c_while_profiles_are_built_drops_those_not_started(
         progress.build_profiles([], ctx, say)  # type: ignore[arg-type]
     time.sleep(0.2)
     assert len(ctx.built) < len(wanted)
+
+
+@pytest.mark.dpkg
+def test_a_dpkg_profile_is_planned_from_text_without_path_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pathlib's objects cost more than the rest of planning: DpkgSet gives its entries as text."""
+    pset = DpkgSet()
+    expected = [(str(inside), str(target)) for inside, target in pset.profile_entries("coreutils")]
+
+    def refuse(name: str) -> None:
+        raise AssertionError("planned from path objects")
+
+    monkeypatch.setattr(pset, "profile_entries", refuse)
+    assert list(pset.profile_texts("coreutils")) == expected
+    profile = build_profile(pset, ["coreutils"], tmp_path / "state")
+    assert os.readlink(profile.path / "bin" / "ls") == dict(expected)["bin/ls"]
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/ls", "/usr//bin/ls", "/usr/./bin/ls", "/usr/bin/", "//usr/bin/."])
+def test_targets_as_text_are_what_path_objects_gave(path: str) -> None:
+    assert packagesets._normal(path) == str(Path(path))
