@@ -72,8 +72,9 @@ class Context:
     #: whether Python-driven tests start from a warm zygote (nixtest.child.zygote)
     warm: bool = True
     _zygote: Zygote | None = None
-    #: the light server that forks `run:` tests' supervisors (nixtest.child.spawner)
-    _spawner: Zygote | None = None
+    #: per thread (the scheduler's run one test at a time each): the supervisor of its
+    #: `run:` tests, one after the other (nixtest.child.spawner.supervise_serially)
+    _spawners: dict[int, Zygote] = field(default_factory=dict)
     _zygote_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -107,8 +108,10 @@ class Context:
     def zygote_for(self, prepared: Prepared) -> Zygote | None:
         """The zygote to fork this test's supervisor from; None for the wrapper's own way.
 
-        `run:` tests use the spawner (no pytest or plumbum in it to copy): the
-        supervisor starts their command with exactly the wrapper's environment.
+        `run:` tests use the spawner of the calling thread: a small process
+        that is the supervisor of each of the thread's tests in turn and starts
+        their command with exactly the wrapper's environment (no process but
+        the command per test).
         Python-driven tests use the zygote when their
         environment sets nothing that an interpreter reads when it starts (a
         locale, TZ; the zygote started under none) and their interpreter is
@@ -118,10 +121,17 @@ class Context:
         if not self.warm:
             return None
         if test.kind == "run":
+            thread = threading.get_ident()
             with self._zygote_lock:
-                if self._spawner is None or not self._spawner.alive:
-                    self._spawner = Zygote(sys.executable, light=True)
-                return self._spawner
+                spawner = self._spawners.get(thread)
+            if spawner is None or not spawner.alive:
+                if spawner is not None:
+                    spawner.close()
+                # started from this thread: it dies with it (its death signal is the thread's)
+                spawner = Zygote(sys.executable, light=True)
+                with self._zygote_lock:
+                    self._spawners[thread] = spawner
+            return spawner
         if not prepared.plan.driven or test.kind not in ("classic", "pytest", "imports"):
             return None
         if STARTUP_VARIABLES & (set(test.environment) | set(test.secrets)):
@@ -134,10 +144,13 @@ class Context:
             return self._zygote
 
     def close(self) -> None:
-        for server in (self._spawner, self._zygote):
+        with self._zygote_lock:
+            servers = [*self._spawners.values(), self._zygote]
+            self._spawners.clear()
+            self._zygote = None
+        for server in servers:
             if server is not None:
                 server.close()
-        self._zygote = self._spawner = None
         if self._scratch is not None:
             _remove_tree(self._scratch)
             self._scratch = None

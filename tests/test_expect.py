@@ -29,9 +29,8 @@ def test_problems() -> None:
 def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) -> None:
     ppid = suite.root / "ppid"
     wrong = "echo ho; echo err >&2; exit 2"
-    # the parent of the command's supervisor: its pid's parent, and its command line
-    up = f"z=$(cut -d' ' -f4 /proc/$PPID/stat); cut -d' ' -f4 /proc/$z/stat > {ppid}"
-    up += f"; cat /proc/$z/cmdline > {ppid}.z"
+    # the command's supervisor: its parent's pid, and its command line
+    up = f"cut -d' ' -f4 /proc/$PPID/stat > {ppid}; cat /proc/$PPID/cmdline > {ppid}.z"
     suite.package(
         "coreutils",
         f"""
@@ -43,7 +42,7 @@ def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) 
     code, output, pid = run(suite, "-j", "1")
     assert code == 1, output
     # no driver, no shell of the wrapper's, no interpreter started for it between
-    # nixtest and the command: only its supervisor, forked by nixtest's spawner
+    # nixtest and the command: only its supervisor, nixtest's spawner
     assert b"nixtest/child/spawner.py" in ppid.with_name("ppid.z").read_bytes()
     assert int(ppid.read_text()) == pid
     message = f"{wrong!r} stdout does not match '^hi$'"

@@ -58,8 +58,8 @@ def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Sui
     meet.mkdir()
     # Each waits for the other to have started: run one at a time, both would time out.
     wait = "for i in $(seq 600); do [ -e {other} ] && exit 0; sleep 0.05; done; exit 1"
-    # the parent of the command's supervisor's parent (nixtest's zygote, which forked it)
-    up = f"z=$(cut -d' ' -f4 /proc/$PPID/stat); cut -d' ' -f4 /proc/$z/stat > {meet}/{{side}}.ppid"
+    # the parent of the command's supervisor (nixtest's spawner)
+    up = f"cut -d' ' -f4 /proc/$PPID/stat > {meet}/{{side}}.ppid"
     suite.package(
         "coreutils",
         f"""
@@ -77,8 +77,8 @@ def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Sui
     assert junit_outcomes(suite.out) == {"coreutils::left": "passed", "coreutils::right": "passed"}
     assert "nixtest: up to 2 tests at a time, in this process" in output
     assert "workers" not in output, "-j must not start pytest-xdist workers"
-    # nixtest's zygote forks the test's supervisor, which starts the command: the
-    # zygote's parent is the nixtest process itself
+    # nixtest's spawner is the test's supervisor, which starts the command: the
+    # spawner's parent is the nixtest process itself
     for side in ("left", "right"):
         assert int((meet / f"{side}.ppid").read_text()) == pid, output
 

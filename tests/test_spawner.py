@@ -1,9 +1,10 @@
-"""The spawner (nixtest.child.spawner): the small server that forks `run:` tests' supervisors.
+"""The spawner (nixtest.child.spawner): the small process that supervises `run:` tests one by one.
 
 Driven through the runner's own client (nixtest.exec.zygote.Zygote), with
 real processes: what the command finds (signals, mask, folder, environment),
-its exit code, a stop signal at its start, a supervisor killed outright, and
-the profiles read-only to a test run as root.
+its exit code, a timeout's kill and what the test left behind, the
+supervisor stopped or killed outright, and the profiles read-only to a test
+run as root.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 
 from conftest import pids_matching
 from nixtest.child import reaper
+from nixtest.errors import ExecutionError
 from nixtest.exec.zygote import Zygote, ZygoteChild
 
 needs_root = pytest.mark.root  # only root's profiles need the namespace, and only root can make one
@@ -88,29 +91,51 @@ def test_the_command_finds_what_the_wrappers_supervisor_gives_it(spawner: Zygote
 
 def test_a_command_that_cannot_start_says_so(spawner: Zygote, tmp_path: Path) -> None:
     request = {"exec": ["no-such-command-here"], "env": {"PATH": "/usr/bin:/bin"}}
-    code, _, err = finish(start(spawner, tmp_path, "", **request))
-    assert code == 127 and "nixtest: cannot run no-such-command-here" in err, err
+    with pytest.raises(ExecutionError, match="nixtest: cannot run no-such-command-here: No such file"):
+        start(spawner, tmp_path, "", **request)
+    # and the next test runs
+    assert finish(start(spawner, tmp_path, "echo next")) == (0, "next\n", "")
 
 
-def test_a_stop_signal_as_the_test_starts_is_not_lost(spawner: Zygote, tmp_path: Path) -> None:
-    # before supervise() blocks it, a stop signal is kept for it (reaper.prepare_light_spawn)
+def test_a_timeout_kills_the_tests_group_and_the_supervisor_what_is_left(
+    spawner: Zygote, tmp_path: Path
+) -> None:
+    # what the runner does on a timeout or Ctrl-C: SIGTERM to the command's group,
+    # which leads a session of its own; the supervisor then ends what the test detached
     marker = f"0.{os.getpid()}{time.monotonic_ns()}"  # sleep adds its arguments up
-    for _ in range(15):
-        child = start(spawner, tmp_path, f"exec sleep 30 {marker}")
-        os.kill(child.pid, signal.SIGTERM)
+    detached = f"setsid sh -c 'echo $$ > detached; exec sleep 60 {marker}' &"
+    wait = "while [ ! -s detached ]; do sleep 0.01; done"
+    line = f"rm -f detached; {detached} {wait}; echo started; exec sleep 30"
+    for _ in range(3):  # and again: the supervisor serves the next test afterwards
+        child = start(spawner, tmp_path, line)
+        assert child.stdout.readline() == b"started\n"
+        os.killpg(child.pid, signal.SIGTERM)
         code, _, err = finish(child, timeout=30)
-        # the supervisor's own stop, never its death by the signal (which would leave
-        # what the test detached running)
-        assert (code, err) == (128 + signal.SIGTERM, "nixtest: p::t: SIGTERM: the test was stopped\n")
+        assert code == -signal.SIGTERM, (code, err)
+        assert "nixtest: p::t: killed 1 process the test left running: " in err and marker in err, err
+        assert not pids_matching(marker), "a detached process outlived its test"
+        assert '"type": "killed"' in (tmp_path / "result.jsonl").read_text()
+        (tmp_path / "result.jsonl").unlink()
+
+
+def test_a_stop_signal_to_the_supervisor_ends_its_test_and_itself(spawner: Zygote, tmp_path: Path) -> None:
+    # SIGTERM, SIGHUP reach the supervisor when the runner's thread is gone (its death signal)
+    marker = f"0.{os.getpid()}{time.monotonic_ns()}"  # sleep adds its arguments up
+    child = start(spawner, tmp_path, f"echo started; exec sleep 60 {marker}")
+    assert child.stdout.readline() == b"started\n"
+    os.kill(spawner.proc.pid, signal.SIGTERM)
+    code, _, err = finish(child, timeout=30)
+    assert (code, err) == (128 + signal.SIGTERM, "nixtest: p::t: SIGTERM: the test was stopped\n")
+    assert spawner.proc.wait(timeout=30) == 0
     assert not pids_matching(marker), "a stopped test's command lived on"
 
 
 def test_a_supervisor_killed_outright_takes_its_test_along(spawner: Zygote, tmp_path: Path) -> None:
-    # the command has no death signal of its own here: the spawner ends its group
+    # the command has no death signal of its own here: the runner's side ends its group
     marker = f"0.{os.getpid()}{time.monotonic_ns()}"  # sleep adds its arguments up
     child = start(spawner, tmp_path, f"echo started; exec sleep 60 {marker}")
     assert child.stdout.readline() == b"started\n"
-    os.kill(child.pid, signal.SIGKILL)
+    os.kill(spawner.proc.pid, signal.SIGKILL)
     assert child.wait(30) == -signal.SIGKILL
     end = time.monotonic() + 10
     while pids_matching(marker) and time.monotonic() < end:
@@ -118,6 +143,25 @@ def test_a_supervisor_killed_outright_takes_its_test_along(spawner: Zygote, tmp_
     assert not pids_matching(marker), "the test outlived its supervisor"
     child.stdout.close()
     child.stderr.close()
+
+
+def test_the_supervisor_dies_with_the_thread_that_started_it(tmp_path: Path) -> None:
+    # its death signal is the starting thread's: the runner's pool threads each start their own
+    servers: list[Zygote] = []
+
+    def start_one() -> None:
+        servers.append(Zygote(sys.executable, light=True))
+        # a first test: the supervisor is up, its death signal set; the thread ends as
+        # soon as the test does, while the supervisor may still be cleaning up after it
+        assert finish(start(servers[0], tmp_path, "true")) == (0, "", "")
+
+    thread = threading.Thread(target=start_one)
+    thread.start()
+    thread.join()
+    try:
+        assert servers[0].proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        servers[0].close()
 
 
 @needs_root

@@ -35,9 +35,9 @@ pytestmark = [pytest.mark.dpkg, pytest.mark.tools("hello")]
 WAIT = "i=0; until {cond}; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.05; done"
 
 
-#: the pytest-xdist worker above a test: its supervisor's parent is nixtest's zygote, whose parent
-#: is the worker (the process that runs pytest-xdist's worker loop)
-WORKER = "$(cut -d' ' -f4 /proc/$(cut -d' ' -f4 /proc/$PPID/stat)/stat)"
+#: the pytest-xdist worker above a test: its supervisor is nixtest's spawner, whose parent is
+#: the worker (the process that runs pytest-xdist's worker loop)
+WORKER = "$(cut -d' ' -f4 /proc/$PPID/stat)"
 
 
 def test_n2_j2_runs_two_tests_at_once_in_each_worker(suite: Suite) -> None:

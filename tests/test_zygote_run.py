@@ -37,7 +37,8 @@ LOOK = r"""
   echo "umask=$(umask)"
   echo "secret length=${#NT_SECRET}"
   set -- $(cat /proc/$$/stat | sed 's/^.*) //')
-  if [ "$4" = "$2" ] && [ "$2" = "$PPID" ]; then echo "the parent leads the session"; fi
+  if [ "$4" = "$2" ] && [ "$2" = "$PPID" ]; then echo "the parent leads the session" > "$DUMP.session"; fi
+  if [ "$4" = "$$" ] && [ "$3" = "$$" ]; then echo "the command leads its session" > "$DUMP.session"; fi
   grep -E '^(SigBlk|SigIgn|NoNewPrivs)' /proc/self/status  # a command's (dash blocks all as it waits)
   cat /proc/$$/limits
   ls /proc/$$/fd
@@ -79,6 +80,7 @@ def test_a_run_test_is_the_spawned_supervisors_child_and_sees_the_wrappers_world
     )
     seen: dict[str, str] = {}
     parents: dict[str, str] = {}
+    sessions: dict[str, str] = {}
     for how in ("warm", "cold"):
         done = nixtest_run(suite, cold=how == "cold", env=dict(os.environ, NT_SECRET="s3cret-value"))
         assert done.returncode == 0, done.stdout + done.stderr
@@ -87,6 +89,7 @@ def test_a_run_test_is_the_spawned_supervisors_child_and_sees_the_wrappers_world
         assert home, text
         seen[how] = text.replace(home.group(1), "<workdir>")
         parents[how] = (dumps / "look.parent").read_text()
+        sessions[how] = (dumps / "look.session").read_text()
     # warm: the supervisor is a fork of the spawner (no interpreter of its own), cold: the reaper's
     assert "nixtest/child/spawner.py" in parents["warm"], parents
     assert "spawner" not in parents["cold"] and "reaper" in parents["cold"], parents
@@ -94,8 +97,10 @@ def test_a_run_test_is_the_spawned_supervisors_child_and_sees_the_wrappers_world
     look = seen["warm"]
     assert "cwd=<workdir>\n" in look and "umask=0022\n" in look and "secret length=12\n" in look
     assert "SOME=thing\n" in look and "LANG=C.UTF-8\n" in look and "TMPDIR=<workdir>/.tmp\n" in look
-    # the supervisor leads the session; the command is its child
-    assert "the parent leads the session\n" in look, look
+    # The command is the supervisor's child.  The wrapper's supervisor leads the
+    # session; the warm one supervises test after test, and each command leads a
+    # session of its own (the group a timeout kills), with the supervisor above it.
+    assert sessions == {"cold": "the parent leads the session\n", "warm": "the command leads its session\n"}
     assert "/dev/null" in look and "stdin is a terminal" not in look
     if os.geteuid() == 0:
         assert "profile writable" not in look, "the profile is writable to a run: test run as root"

@@ -189,11 +189,14 @@ def supervise(
     result: str | None = None,
     stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
     quiet: bool = False,
+    keep_blocked: bool = False,
 ) -> int:
     """Waits for the test's process `start` (a child of ours), then ends all that is left.
 
     Returns the exit code to pass on: the test's; -N when a signal N killed it (as
     `subprocess` says it); 128+N when signal N stopped the reaper; 124 on timeout.
+    `keep_blocked` leaves the stop signals blocked when it returns: one that came
+    during the cleanup stays pending for the caller.
     """
     who = f"nixtest: {name}: " if name else "nixtest: "
     # The stop signals are blocked and taken with sigtimedwait, never by a handler
@@ -209,6 +212,7 @@ def supervise(
     early = [signo for signo in _EARLY if signo in stop_signals]
     if early:
         stopped = _Stop(signal.Signals(early[0]).name, 128 + early[0])
+        STOPPED.append(early[0])
     while status is None and stopped is None:
         try:
             pid, code = os.waitpid(-1, os.WNOHANG)
@@ -229,13 +233,16 @@ def supervise(
             signo = info.si_signo
         if signo != signal.SIGCHLD:
             stopped = _Stop(signal.Signals(signo).name, 128 + signo)
+            STOPPED.append(signo)
             break
     # stopped (timeout, SIGTERM from nixtest's own timeout): the test gets the full grace
     killed = sweep(LEFTOVER_GRACE if stopped is None else GRACE)
-    # a stop signal that came during the cleanup has nothing left to stop: drop it
-    for sig in stop_signals:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if not keep_blocked:
+        # a stop signal that came during the cleanup has nothing left to stop: drop it
+        for sig in stop_signals:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    # else the caller (a supervisor of test after test) takes one that came meanwhile
     if status is None:
         # stopped early: the test's own process is among the killed
         with contextlib.suppress(ChildProcessError):
@@ -333,7 +340,14 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] =
 _STARTED: list[object] = []
 
 
-def spawn_light(argv: Sequence[str], env: Mapping[str, str]) -> int:
+def spawn_light(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cwd: str | None = None,
+    stdin: int | None = None,
+    session: bool = False,
+) -> int:
     """`spawn` without running Python in a copy of this process, for a supervisor forked warm.
 
     `subprocess` starts the command from C (a vfork where it can): about
@@ -346,11 +360,14 @@ def spawn_light(argv: Sequence[str], env: Mapping[str, str]) -> int:
     get is a death signal of its own: the server that forked this supervisor
     kills what is left of its group should it be killed outright
     (nixtest.child.spawner).  Raises OSError when the command cannot start.
+    `cwd`, `stdin` and a `session` of its own are set in the child, from C.
     """
     import subprocess  # imported by the spawner before it forks; the wrapper's path never needs it
 
     # restore_signals: SIGPIPE and SIGXFSZ back to their default in the command
-    proc = subprocess.Popen(list(argv), env=dict(env), restore_signals=True)
+    proc = subprocess.Popen(
+        list(argv), env=dict(env), restore_signals=True, cwd=cwd, stdin=stdin, start_new_session=session
+    )
     # kept: a Popen that goes away reaps its process if it has ended, before supervise() can
     _STARTED.append(proc)
     return proc.pid
@@ -358,6 +375,9 @@ def spawn_light(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 #: stop signals that came before supervise() blocked them (prepare_light_spawn's handler)
 _EARLY: list[int] = []
+#: the stop signals that ended a supervise() of this process (a supervisor that serves
+#: test after test stops serving then: nixtest.child.spawner.supervise_serially)
+STOPPED: list[int] = []
 
 
 def _early_stop(signum: int, frame: object) -> None:

@@ -1,36 +1,38 @@
-"""The spawner: a small warm process that forks the supervisor of each `run:` test.
+"""The spawner: a small warm process that supervises `run:` tests, or forks their supervisors.
 
 A `run:` test's command needs no interpreter, only its supervisor above it
 (nixtest.child.reaper).  Forking that supervisor from the zygote, which has
-pytest and plumbum imported (about 34 MB), copies the zygote's page tables
-twice a test (the supervisor, then the command below it).  The spawner is
-started as `python -I -S .../nixtest/child/spawner.py FD` and imports only
-the standard library and the reaper (about 10 MB), so its fork is cheaper;
-the supervisor then starts the command with `subprocess` (from C, a vfork:
-no Python running in a copy of the supervisor), with the signals the test
-must find at their default action and none blocked, in the working
-directory it moved to itself.
+pytest and plumbum imported (about 34 MB), cost two copies of the zygote a
+test (the supervisor, then the command below it).  The spawner is started as
+`python -I -S .../nixtest/child/spawner.py [--serial] FD` and imports only
+the standard library and the reaper (about 10 MB).
 
-Each forked child becomes what the wrapper's supervisor is (see
-`become_supervisor`): a session of its own, stdin from /dev/null, stdout and
-stderr on the runner's pipes, umask 022, the test's working directory, the
-death signal of its parent, the subreaper of all the test starts.
+With `--serial` (nixtest's `run:` tests: `supervise_serially`), one spawner
+per runner thread is itself the supervisor of that thread's tests, one after
+the other: a process per test is only the command, started with
+`subprocess` (from C, a vfork: no Python running in a copy of anything),
+with the signals the test must find at their default action and none
+blocked, in the test's folder, in a session of its own.  Without it
+(`serve`, also the zygote's loop: nixtest.child.zygote), it forks a child
+per request that becomes the supervisor (`become_supervisor`) and starts
+the test below it.  Either way the supervisor is what the wrapper's is: a
+session leader (forked) or the parent of one (serial), stdin from
+/dev/null, stdout and stderr on the runner's pipes, umask 022, the death
+signal of its parent, the subreaper of all the test starts; it kills and
+reports what the test left running.
 
 Profiles are made read-only to tests run as root in a private mount
 namespace, as the wrapper's supervisor does for its test; here the server
 enters one namespace of its own once (`Protector`) and makes each profiles
 folder read-only in it the first time a request names one, so that no test
 pays for a namespace of its own (unshare, mounts, and the namespace's
-teardown when the test ends).  Every child forked later is in it.
-
-The zygote (nixtest.child.zygote) serves Python-driven tests the same way
-with this module's loop, its children running the driver instead.
+teardown when the test ends).  Its tests are in it.
 
 The runner talks to it over one SOCK_SEQPACKET socket: a JSON request with
-the child's two output pipes (SCM_RIGHTS), the child's pid in reply, and its
-exit status when it ends (the server is the children's parent).  When the
-runner goes away (the socket's end), the server ends its children's groups
-and exits.  Single-threaded; standard library and the reaper only.
+the test's two output pipes (SCM_RIGHTS), the started process's pid in
+reply, and its exit status when it ends.  When the runner goes away (the
+socket's end, or the death signal), the server ends its tests and exits.
+Single-threaded; standard library and the reaper only.
 """
 
 from __future__ import annotations
@@ -222,13 +224,8 @@ def _start(
     children: set[int],
     protector: Protector,
 ) -> None:
-    if len(fds) != FDS_PER_REQUEST:
-        for fd in fds:
-            os.close(fd)
-        problem = f"expected {FDS_PER_REQUEST} descriptors, got {len(fds)}"
-        send(sock, {"id": request.get("id"), "error": problem})
+    if not _well_formed(sock, request, fds, protector):
         return
-    protector.protect([str(p) for p in request.get("read_only", [])])
     server = os.getpid()
     # The child starts with the stop signals blocked: one sent as soon as its pid is
     # known waits for the supervisor to take it, rather than killing it before it can
@@ -250,6 +247,18 @@ def _start(
         send(sock, {"id": request.get("id"), "pid": pid})
 
 
+def _well_formed(sock: socket.socket, request: dict[str, Any], fds: list[int], protector: Protector) -> bool:
+    """Whether the request carries the test's two pipes (else says so); its profiles made read-only."""
+    if len(fds) != FDS_PER_REQUEST:
+        for fd in fds:
+            os.close(fd)
+        problem = f"expected {FDS_PER_REQUEST} descriptors, got {len(fds)}"
+        send(sock, {"id": request.get("id"), "error": problem})
+        return False
+    protector.protect([str(p) for p in request.get("read_only", [])])
+    return True
+
+
 def _reap(sock: socket.socket, children: set[int]) -> None:
     while children:
         try:
@@ -269,14 +278,89 @@ def _reap(sock: socket.socket, children: set[int]) -> None:
         send(sock, {"exited": pid, "status": status})
 
 
+def supervise_serially(sock: socket.socket) -> None:
+    """One test after the other, this process the supervisor of each: no process but the command.
+
+    Started by one of the runner's threads, which runs one test at a time.
+    This process is what the forked supervisor is (`become_supervisor`), once
+    for all its tests: the subreaper of everything they start, dying with the
+    runner's thread that started it (its death signal), umask 022.  For each
+    request, the command starts in a session of its own (its group is what the
+    runner signals on a timeout), in the test's folder, with exactly its
+    environment and its output on the test's pipes, where this process's own
+    stdout and stderr go too until the test is over; when it ends, everything
+    left below this process (the test's, as tests come one at a time) is
+    killed and reported, and only then are the pipes let go and the exit code
+    sent.  Stopped itself (SIGTERM, SIGHUP: the runner is gone), it ends its
+    test and exits.
+    """
+    reaper.die_with_parent()
+    if os.getppid() == 1:
+        return  # the runner died before the death signal was set
+    reaper.become_reaper()
+    os.umask(0o022)
+    os.chdir("/")  # holds no test's folder
+    devnull = os.open(os.devnull, os.O_RDWR)
+    protector = Protector()
+    while True:
+        # between tests, a stop signal just ends this process (also one that came as the
+        # last test was cleaned up, pending until now)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        request, fds = receive(sock)
+        if request is None:
+            return
+        if not _well_formed(sock, request, fds, protector):
+            continue
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        reaper.prepare_light_spawn()
+        reaper._EARLY.clear()
+        code = _one_test(sock, request, devnull)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the test's pipes are let go only now: the runner reads them to their end
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        if code is None:
+            continue
+        # as a wait status, as the forking servers say it
+        pid, passed = code
+        send(sock, {"exited": pid, "status": passed << 8 if passed >= 0 else -passed})
+        if reaper.STOPPED:
+            return  # stopped itself: the runner is gone
+
+
+def _one_test(sock: socket.socket, request: dict[str, Any], devnull: int) -> tuple[int, int] | None:
+    """Starts the request's command and supervises it: (its pid, the exit code to pass on)."""
+    argv = [str(a) for a in request["exec"]]
+    try:
+        pid = reaper.spawn_light(argv, request["env"], cwd=str(request["cwd"]), stdin=devnull, session=True)
+    except OSError as exc:
+        problem = f"nixtest: cannot run {argv[0]}: {exc.strerror}"
+        send(sock, {"id": request.get("id"), "error": problem})
+        return None
+    send(sock, {"id": request.get("id"), "pid": pid})
+    name = str(request.get("name", ""))
+    # a stop signal during the cleanup stays pending: it ends this process before the next test
+    return pid, reaper.supervise(pid, name=name, result=request.get("result"), keep_blocked=True)
+
+
 def main(argv: list[str]) -> int:
-    sock = socket.socket(fileno=int(argv[0]))
+    serial = argv[:1] == ["--serial"]
+    sock = socket.socket(fileno=int(argv[-1]))
     # nothing made so far is collected in a supervisor (a collection there would write to,
     # and so copy, every page of the server's objects)
     gc.collect()
     gc.freeze()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the runner is gone
-        serve(sock, _command_child)
+        if serial:
+            supervise_serially(sock)
+        else:
+            serve(sock, _command_child)
     return 0
 
 

@@ -63,13 +63,18 @@ class Zygote:
     """A warm server of test processes: the zygote (Python-driven tests), or with `light` the spawner.
 
     The spawner (`run:` tests) is an interpreter without the site module that
-    imported only the standard library and the supervisor: each fork of it
-    copies less than one of the zygote.
+    imported only the standard library and the supervisor, and is itself the
+    supervisor of one test after the other (nixtest.child.spawner): start one
+    per thread, from that thread (it dies with it), and use it from there.
+    The child it gives is then the test's command, leading its own session.
     """
 
     def __init__(self, python: str = sys.executable, *, light: bool = False) -> None:
         # the spawner is a file, not -m: without site (-S) the package is found from its place
-        server = ["-S", nixtest.child.spawner.__file__] if light else ["-m", "nixtest.child.zygote"]
+        server = (
+            ["-S", nixtest.child.spawner.__file__, "--serial"] if light else ["-m", "nixtest.child.zygote"]
+        )
+        self.light = light
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
@@ -113,6 +118,10 @@ class Zygote:
             box.append({"error": "the zygote ended"})
             event.set()
         for child in children:  # their parent is gone: nothing will say how they ended
+            if self.light:
+                # the command leads its own group, with no supervisor above it any more
+                with contextlib.suppress(OSError):
+                    os.killpg(child.pid, signal.SIGKILL)
             child._exited(-signal.SIGKILL)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
