@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from conftest import nixtest_command, pids_matching, remove_tree, world_readable_dir
+from nixtest.history import database_path
+from nixtest.history.store import HistoryStore
 
 #: seconds a whole run may take before the test gives up on it
 RUN_TIMEOUT = 180
@@ -503,6 +505,26 @@ def test_report_json_is_written_on_interrupt_and_the_run_recorded(world: World) 
     assert {t["id"]: t["outcome"] for t in report["tests"]}["pkg::a-fast"] == "passed"
     runs = world.nixtest("history").stdout
     assert runs.startswith(f"run {report['run']} ") and "interrupted" in runs.splitlines()[0]
+
+
+def test_sigterm_commits_the_results_still_waiting_for_their_batch(world: World) -> None:
+    """Results are committed a batch at a time (history/recorder.py); SIGTERM ends the run as
+    Ctrl-C does, and the session's finish commits every result that was still waiting."""
+    world.package("pkg", "1")
+    fast = "".join(f"  a-fast-{i:02}: {{run: /bin/true}}\n" for i in range(30))
+    world.tests_of("pkg", f"tests:\n{fast}  b-slow: {{run: {SLOW}}}\n")
+    proc = _start(world, world.out)
+    _wait_for(world.out / "logs" / "pkg" / "b-slow.log", proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    assert proc.returncode == 2, output
+    report = json.loads((world.out / "report.json").read_text())
+    store = HistoryStore(database_path(world.state))
+    try:
+        outcomes = store.run_outcomes(int(report["run"]))
+    finally:
+        store.close()
+    assert sum(1 for o in outcomes.values() if o == "passed") == 30, outcomes
 
 
 def test_a_killed_run_keeps_what_it_finished(world: World) -> None:
