@@ -513,6 +513,7 @@ class ResultCollector:
         finally:
             try:
                 write_reports(summary, context.out)
+                self.history.prune_strips(summary)
             except (NixtestError, OSError) as exc:
                 message = exc.message if isinstance(exc, NixtestError) else f"{exc.strerror or exc}"
                 # one line and exit 3 (internal error), not a traceback; no earlier report is kept

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -236,7 +237,8 @@ class RunSummary:
     #: tests of the baseline that no longer exist ("pkg::test")
     removed: list[str] = field(default_factory=list)
     #: each test's last recorded results ("pkg::test" -> oldest first), from the history
-    strips: dict[str, list[HistoryCell]] = field(default_factory=dict)
+    #: (history/strips.py reads each when a report asks for it)
+    strips: Mapping[str, list[HistoryCell]] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:

@@ -531,3 +531,43 @@ def test_strips_and_listings_read_no_closure(tmp_path: Path) -> None:
     for sql in selects:
         read = sql.upper().partition(" FROM ")[0]
         assert "PACKAGES" not in read and "INPUTS" not in read, sql
+
+
+def test_strips_are_read_when_a_report_asks_for_them(tmp_path: Path) -> None:
+    """log.html reads a test's strip as it writes it: no strip of the run is read ahead and kept."""
+    from nixtest.history.strips import attach_strips, prune_strips
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    for n in range(3):
+        recorder = HistoryRecorder(store, "host", "/t", [], timer=False)
+        results = [
+            result("a", f"t{i}", "failed" if (i, n) == (1, 0) else "passed", f"k{i}") for i in range(4)
+        ]
+        for r in results:
+            recorder.add(r)
+        summary = RunSummary(results=results, run_id=str(recorder.run_id))
+        recorder.finish(summary)
+    out = tmp_path / "out"
+    old_run = out / "history" / "run-999"
+    old_run.mkdir(parents=True)
+    seen = _statements(store)
+    attach_strips(summary, store, out)
+    assert not [sql for sql in seen if "FROM results" in sql], "no strip read before a report asks"
+    assert [c.outcome for c in summary.strips["a::t1"]] == ["failed", "passed", "passed"]
+    assert (out / "history" / "run-1" / "a" / "t1.log").is_file()  # an earlier failure's log
+    reads = len(seen)
+    assert summary.strips.get("a::t1") is summary.strips["a::t1"]  # read twice by log.html: once
+    assert len(seen) == reads
+    assert summary.strips.get("no::such", []) == []
+    prune_strips(summary)
+    assert old_run.is_dir(), "not every strip was read (no log.html): nothing is pruned"
+    for nodeid in summary.strips:
+        summary.strips[nodeid]
+    prune_strips(summary)
+    assert not old_run.exists() and (out / "history" / "run-1").is_dir()
+    # a history that cannot be read costs the strips, with one warning, not the report
+    warnings: list[str] = []
+    attach_strips(summary, store, out, warnings.append)
+    store.close()
+    assert summary.strips.get("a::t0", []) == [] and summary.strips.get("a::t2", []) == []
+    assert len(warnings) == 1 and "cannot read the strips" in warnings[0]

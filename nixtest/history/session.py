@@ -128,11 +128,22 @@ class HistorySession:
         try:
             from nixtest.history.strips import attach_strips
 
-            attach_strips(run, self._store, out)
+            attach_strips(run, self._store, out, self._warn)
         except Exception as exc:  # noqa: BLE001 - the history never fails a run
             self._warn(
                 f"cannot read the strips of this run's tests from {self.path}: {type(exc).__name__}: {exc}"
             )
+
+    def prune_strips(self, run: RunSummary) -> None:
+        """Once the reports are written: the earlier runs' logs no strip links to, removed; never fatal."""
+        if not run.run_id or self._store is None:
+            return
+        try:
+            from nixtest.history.strips import prune_strips
+
+            prune_strips(run)
+        except Exception as exc:  # noqa: BLE001 - the history never fails a run
+            self._warn(f"cannot remove old logs of earlier runs: {type(exc).__name__}: {exc}")
 
     # -- the terminal ---------------------------------------------------------------
 

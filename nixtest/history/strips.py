@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from nixtest.errors import NixtestError
@@ -21,7 +21,7 @@ from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
 from nixtest.reports.strip import STRIP_LENGTH
 from nixtest.reports.text import atomic_write
 from nixtest.results import HistoryCell as Cell
-from nixtest.results import RunSummary
+from nixtest.results import RunSummary, TestResult
 from nixtest.runner import format_failure
 
 #: the folder, in OUT or beside a history page, holding earlier runs' logs
@@ -87,19 +87,91 @@ def cells(
     return made
 
 
-def attach_strips(run: RunSummary, store: HistoryStore, out: Path) -> None:
-    """Each result's strip, for log.html: its last 20 results of this set, this run's last."""
-    out = Path(os.path.abspath(out))
-    for result in run.results:
-        records = store.test_results(
-            result.package, result.test, set_spec=run.set_spec, limit=STRIP_LENGTH, details=False
+class Strips(Mapping[str, list[Cell]]):
+    """Each result's strip, read from the history when a report asks for it.
+
+    log.html reads a test's strip as it writes the test; the strips are never
+    all held at once: 20 cells a test were the largest part of a 10,000-test
+    run's memory once its history had 20 runs (about 4 KiB a test).  An
+    earlier result's log is written under OUT/history/ when its strip is read.
+    """
+
+    def __init__(
+        self,
+        run: RunSummary,
+        store: HistoryStore,
+        out: Path,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        #: says once why strips are missing: the history never fails a report
+        self._warn = warn
+        self._failed = False
+        self.out = Path(os.path.abspath(out))
+        self.run_id = run.run_id
+        self.set_spec = run.set_spec
+        self._results = {result.nodeid: result for result in run.results}
+        #: the tests whose strips were read, and the runs whose logs they link to
+        self._read: set[str] = set()
+        self._kept: set[str] = set()
+        #: the last strip read: log.html reads a flaky or changed test's twice
+        self._last: tuple[str, list[Cell]] | None = None
+
+    def __getitem__(self, nodeid: str) -> list[Cell]:
+        if self._last is not None and self._last[0] == nodeid:
+            return self._last[1]
+        result = self._results[nodeid]
+        if self._failed:
+            return []
+        try:
+            made = self._read_strip(result)
+        except Exception as exc:  # noqa: BLE001 - the history never fails a run or a report
+            self._failed = True
+            if self._warn is not None:
+                self._warn(f"cannot read the strips of this run's tests: {type(exc).__name__}: {exc}")
+            return []
+        self._read.add(nodeid)
+        self._kept.update(f"run-{cell.run}" for cell in made if cell.log)
+        self._last = (nodeid, made)
+        return made
+
+    def _read_strip(self, result: TestResult) -> list[Cell]:
+        records = self.store.test_results(
+            result.package, result.test, set_spec=self.set_spec, limit=STRIP_LENGTH, details=False
         )
         log = ""
         if result.log_path and os.path.exists(result.log_path):
-            log = os.path.relpath(result.log_path, out)
-        current = (run.run_id, log) if run.run_id else None
-        run.strips[result.nodeid] = cells(store, records, out / LOGS, out, current)
-    _prune(out / LOGS, {f"run-{c.run}" for strip in run.strips.values() for c in strip if c.log})
+            log = os.path.relpath(result.log_path, self.out)
+        current = (self.run_id, log) if self.run_id else None
+        return cells(self.store, records, self.out / LOGS, self.out, current)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def prune(self) -> None:
+        """Removes the logs of runs no strip links to any more, once every strip was read
+        (log.html was written); otherwise keeps them all."""
+        if not self._failed and self._read >= self._results.keys():
+            _prune(self.out / LOGS, self._kept)
+
+
+def attach_strips(
+    run: RunSummary, store: HistoryStore, out: Path, warn: Callable[[str], None] | None = None
+) -> None:
+    """Each result's strip, for log.html: its last 20 results of this set, this run's last.
+
+    Read when log.html asks for it (`Strips`); `prune_strips` once the reports are written.
+    """
+    run.strips = Strips(run, store, out, warn)
+
+
+def prune_strips(run: RunSummary) -> None:
+    """OUT/history without the runs no strip of this run links to: it does not grow run after run."""
+    if isinstance(run.strips, Strips):
+        run.strips.prune()
 
 
 def _prune(folder: Path, kept: set[str]) -> None:
