@@ -60,7 +60,8 @@ def worker_queue(config: pytest.Config) -> Any:
         if not callable(getattr(queue, "lock", None)):
             return None
         with queue.lock() as waiting:
-            # TestQueue (pytest-xdist >= 3.6): a deque of indices into session.items
+            # TestQueue, as in pytest-xdist 3.8.0 (written against it): a deque of indices into
+            # session.items.  Older ones had a queue.Queue (no lock()): only the next test starts ahead
             return queue if isinstance(waiting, collections.deque) else None
     return None
 
