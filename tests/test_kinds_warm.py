@@ -304,3 +304,19 @@ def test_the_warm_up_holds_with_a_plugin_imported_before_it(tmp_path: Path) -> N
         [sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_zygote_warms_pytest_up_and_freezes_its_heap(tmp_path: Path) -> None:
+    """What each child inherits: pytest's first configuration, and a heap its collections skip."""
+    code = (
+        "import gc\n"
+        "from nixtest import driver\n"
+        "from nixtest.child import zygote\n"
+        "zygote.warm_up()\n"
+        "assert 'pytest' in driver._WARM, 'no warm configuration'\n"
+        "assert gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, env={}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
