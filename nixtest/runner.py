@@ -124,7 +124,7 @@ class Context:
             thread = threading.get_ident()
             with self._zygote_lock:
                 spawner = self._spawners.get(thread)
-            if spawner is None or not spawner.alive:
+            if spawner is None or not spawner.alive or spawner.proc.poll() is not None:
                 if spawner is not None:
                     spawner.close()
                 # started from this thread: it dies with it (its death signal is the thread's)

@@ -336,8 +336,8 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], readonly: Sequence[str] =
     return pid
 
 
-#: the commands spawn_light started (see there)
-_STARTED: list[object] = []
+#: the commands spawn_light started, by pid, until `forget` (see there)
+_STARTED: dict[int, object] = {}
 
 
 def spawn_light(
@@ -369,8 +369,16 @@ def spawn_light(
         list(argv), env=dict(env), restore_signals=True, cwd=cwd, stdin=stdin, start_new_session=session
     )
     # kept: a Popen that goes away reaps its process if it has ended, before supervise() can
-    _STARTED.append(proc)
+    _STARTED[proc.pid] = proc
     return proc.pid
+
+
+def forget(pid: int) -> None:
+    """Lets go of spawn_light's `pid`, which supervise() reaped (a supervisor of test after test)."""
+    proc = _STARTED.pop(pid, None)
+    if proc is not None:
+        # said ended: going away, it does not wait for the pid (by now maybe another process's)
+        proc.returncode = 0  # type: ignore[attr-defined]
 
 
 #: stop signals that came before supervise() blocked them (prepare_light_spawn's handler)

@@ -346,7 +346,9 @@ def _one_test(sock: socket.socket, request: dict[str, Any], devnull: int) -> tup
     send(sock, {"id": request.get("id"), "pid": pid})
     name = str(request.get("name", ""))
     # a stop signal during the cleanup stays pending: it ends this process before the next test
-    return pid, reaper.supervise(pid, name=name, result=request.get("result"), keep_blocked=True)
+    code = reaper.supervise(pid, name=name, result=request.get("result"), keep_blocked=True)
+    reaper.forget(pid)
+    return pid, code
 
 
 def main(argv: list[str]) -> int:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import IO, Any
 
 import nixtest.child.spawner
@@ -59,6 +61,54 @@ class ZygoteChild:
             os.kill(self.pid, signal.SIGKILL)
 
 
+class SerialChild(ZygoteChild):
+    """The command a spawner started (nixtest.child.spawner's `--serial`), which supervises it.
+
+    Its end is read from the spawner's socket by the one thread that uses the
+    spawner, when it polls or waits: no reader thread, no hand-over between
+    threads (each a wait for the GIL in the busy pytest process).
+    """
+
+    def __init__(self, pid: int, stdout: IO[bytes], stderr: IO[bytes], server: Zygote) -> None:
+        super().__init__(pid, stdout, stderr)
+        self._server = server
+
+    def _collect(self, timeout: float | None) -> None:
+        """Takes the spawner's word on how the command ended, if it comes within `timeout`."""
+        server = self._server
+        if not server.poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+            return
+        try:
+            message, fds = receive(server.sock)
+        except OSError:
+            message, fds = None, []
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            # the supervisor is gone, killed outright: the command leads its own group,
+            # with nothing above it any more to end it
+            server.alive = False
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self._exited(-signal.SIGKILL)
+        elif int(message.get("exited", -1)) == self.pid:
+            self._exited(int(message["status"]))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._collect(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"test process {self.pid}", timeout or 0.0)
+            self._collect(left)
+        return self.returncode
+
+
 class Zygote:
     """A warm server of test processes: the zygote (Python-driven tests), or with `light` the spawner.
 
@@ -95,8 +145,12 @@ class Zygote:
         self._children: dict[int, ZygoteChild] = {}
         self._early: dict[int, int] = {}  # exits that came before the reply with the pid
         self.alive = True
-        self._reader = threading.Thread(target=self._read, name="nixtest-zygote", daemon=True)
-        self._reader.start()
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        self._reader: threading.Thread | None = None
+        if not light:  # a spawner is read by the thread that uses it (SerialChild)
+            self._reader = threading.Thread(target=self._read, name="nixtest-zygote", daemon=True)
+            self._reader.start()
 
     def _read(self) -> None:
         try:
@@ -146,6 +200,8 @@ class Zygote:
         Its keys (nixtest.child.zygote.become_test): `cwd`, `env`, `name`, `result`,
         `read_only`, and either `args` (`nixtest.driver.main`'s) or `exec` (a command).
         """
+        if self.light:
+            return self._spawn_serial(request)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         request_id = next(self._ids)
@@ -179,6 +235,40 @@ class Zygote:
             child._exited(status)
         return child
 
+    def _spawn_serial(self, request: dict[str, Any]) -> SerialChild:
+        """`spawn` from a spawner: its reply read here, by the thread that uses it."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        request_id = next(self._ids)
+        reply: dict[str, Any] | None = None
+        try:
+            if not self.alive:
+                raise ExecutionError("the spawner has ended")
+            try:
+                send(self.sock, {**request, "id": request_id}, [out_w, err_w])
+                os.close(out_w)
+                os.close(err_w)
+                out_w = err_w = -1
+                while reply is None or reply.get("id") != request_id:  # an earlier test's late word
+                    reply, fds = receive(self.sock)
+                    for fd in fds:
+                        os.close(fd)
+                    if reply is None:
+                        raise ConnectionResetError("the end of the socket")
+            except OSError as exc:
+                self.alive = False
+                raise ExecutionError(f"the spawner has ended ({exc})") from None
+        except BaseException:
+            for fd in (out_r, err_r, out_w, err_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        if "pid" not in reply:
+            os.close(out_r)
+            os.close(err_r)
+            raise ExecutionError(f"the zygote could not start the test: {reply.get('error')}")
+        return SerialChild(int(reply["pid"]), os.fdopen(out_r, "rb", 0), os.fdopen(err_r, "rb", 0), self)
+
     def close(self) -> None:
         """Ends the zygote (and so any child still running)."""
         with contextlib.suppress(OSError):
@@ -189,4 +279,5 @@ class Zygote:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
