@@ -571,3 +571,36 @@ def test_strips_are_read_when_a_report_asks_for_them(tmp_path: Path) -> None:
     store.close()
     assert summary.strips.get("a::t0", []) == [] and summary.strips.get("a::t2", []) == []
     assert len(warnings) == 1 and "cannot read the strips" in warnings[0]
+
+
+def test_the_cache_and_the_flaky_check_read_an_input_keys_outcomes_from_an_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm run asks the cache for every test: it reads the key's outcomes from a covering
+    index, and one record (the hit's), not every record of the key (each run adds one)."""
+    from nixtest.history import store as store_module
+    from nixtest.run.inputs import Inputs
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    for n in range(5):
+        run = store.begin_run("host", "/t", [])
+        store.add(run, "host", result("a", "t", "passed", "same", cached=n == 4), b"log %d" % n)
+        store.finish_run(run, interrupted=False, baseline=None)
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT count(*), max(outcome = 'passed'), max(flaky), max(outcome != 'passed') "
+        "FROM results WHERE input_key = ?",
+        ("same",),
+    ).fetchall()
+    assert "COVERING INDEX results_key_outcome" in " ".join(str(row[-1]) for row in plan)
+    decoded: list[int] = []
+    real = store_module._result_record
+    monkeypatch.setattr(store_module, "_result_record", lambda row, *a: decoded.append(1) or real(row, *a))
+    answer = HistoryCache(store, "host").lookup(make_def("a", tmp_path), Inputs(key="same"))
+    assert answer.result is not None and answer.run_id == "4"  # the latest pass that ran, not the cached one
+    assert answer.log == b"log 3"
+    assert decoded == []
+    # a database made before the index gets it when opened
+    store._db.execute("DROP INDEX results_key_outcome")
+    store.close()
+    again = HistoryStore(tmp_path / "h.sqlite")
+    assert again._has_index("results_key_outcome")

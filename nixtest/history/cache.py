@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nixtest.definitions import TestDef
-from nixtest.history.store import HistoryStore, ResultRecord
+from nixtest.history.store import HistoryStore, KeyHistory, ResultRecord
 from nixtest.run.cache import CacheAnswer
 from nixtest.run.inputs import Inputs, changes
 
@@ -23,27 +23,29 @@ class HistoryCache:
         self.set_spec = set_spec
 
     def lookup(self, test: TestDef, inputs: Inputs) -> CacheAnswer:
-        records = self.store.results_with_key(inputs.key)
-        if records and not is_flaky(records) and all(r.outcome == "passed" for r in records):
+        # the key's outcomes from the index; a record is read only for a hit (every
+        # record of the key, decoded, cost a warm run more with every run recorded)
+        history = self.store.key_history(inputs.key)
+        if history.count and not history.is_flaky and not history.other:
             # the pass that ran (a cached one only repeats it), the latest first
-            source = next((r for r in records if not r.cached), records[0])
-            result = self.store.result(source.id)
-            log = self.store.log(source.id)
-            return CacheAnswer(
-                result, f"passed in run {source.run_id} with the same inputs", log, str(source.run_id)
-            )
-        return CacheAnswer(None, self.why(test, inputs, records))
+            source = self.store.key_source(inputs.key)
+            assert source is not None
+            record_id, run_id = source
+            result = self.store.result(record_id)
+            log = self.store.log(record_id)
+            return CacheAnswer(result, f"passed in run {run_id} with the same inputs", log, str(run_id))
+        return CacheAnswer(None, self.why(test, inputs, history))
 
-    def why(self, test: TestDef, inputs: Inputs, records: list[ResultRecord] | None = None) -> str:
+    def why(self, test: TestDef, inputs: Inputs, history: KeyHistory | None = None) -> str:
         """Why the test must run: what changed since its last result, or how that result ended."""
-        if records is None:
-            records = self.store.results_with_key(inputs.key)
-        if records and is_flaky(records):
+        if history is None:
+            history = self.store.key_history(inputs.key)
+        if history.count and history.is_flaky:
             return "flaky: passed and failed with these inputs"
         latest = self.store.test_results(test.package, test.name, self.set_spec, limit=1)
         if not latest:
-            if records:
-                return f"{records[0].outcome} last time"
+            if history.count:
+                return f"{self.store.key_latest_outcome(inputs.key)} last time"
             return "no result yet"
         last = latest[0]
         ended = "" if last.outcome == "passed" else f"{last.outcome} last time"

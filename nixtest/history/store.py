@@ -71,9 +71,15 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_test ON results (package, test, set_spec);
 CREATE INDEX IF NOT EXISTS results_key ON results (input_key);
+CREATE INDEX IF NOT EXISTS results_key_outcome ON results (input_key, outcome, flaky, cached);
 CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
 CREATE INDEX IF NOT EXISTS runs_where ON runs (set_spec, tests_dir);
 """
+
+
+#: the covering index the cache and the flaky check read (an input key's outcomes) instead of
+#: its records, which are about 10 KiB each (their closure, their result, their log)
+_KEY_INDEX = "results_key_outcome"
 
 
 class HistoryError(NixtestError):
@@ -127,10 +133,11 @@ class KeyHistory:
     """The results recorded under one input key, summed up (`HistoryStore.key_history`)."""
 
     count: int = 0
-    #: one of them passed; one failed or errored; one was flaky
+    #: one of them passed; one failed or errored; one was flaky; one did not pass
     passed: bool = False
     bad: bool = False
     flaky: bool = False
+    other: bool = False
 
     @property
     def is_flaky(self) -> bool:
@@ -206,7 +213,7 @@ class HistoryStore:
             known = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.OperationalError:
             known = None  # a new database: no tables yet
-        if known is not None and int(known[0]) == SCHEMA_VERSION:
+        if known is not None and int(known[0]) == SCHEMA_VERSION and self._has_index(_KEY_INDEX):
             return  # made already: no write lock taken just to open it
         with self._write() as db:
             for statement in _TABLES.split(";"):
@@ -220,6 +227,10 @@ class HistoryStore:
                     f"{self.path} was written by a newer nixtest (schema {row[0]}, this one reads "
                     f"{SCHEMA_VERSION}): use another --state folder"
                 )
+
+    def _has_index(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,))
+        return row.fetchone() is not None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -401,14 +412,32 @@ class HistoryStore:
             return {f"{package}::{test}": outcome for package, test, outcome in cursor}
 
     def key_history(self, input_key: str) -> KeyHistory:
-        """What the results of one input key did: counted by SQLite, no record read."""
+        """What the results of one input key did: from the covering index alone, no record read."""
         row = self._rows(
             "SELECT count(*), coalesce(max(outcome = 'passed'), 0), "
-            "coalesce(max(outcome IN ('failed', 'error')), 0), coalesce(max(flaky), 0) "
+            "coalesce(max(outcome IN ('failed', 'error')), 0), coalesce(max(flaky), 0), "
+            "coalesce(max(outcome != 'passed'), 0) "
             "FROM results WHERE input_key = ?",
             (input_key,),
         )[0]
-        return KeyHistory(count=row[0], passed=bool(row[1]), bad=bool(row[2]), flaky=bool(row[3]))
+        return KeyHistory(
+            count=row[0], passed=bool(row[1]), bad=bool(row[2]), flaky=bool(row[3]), other=bool(row[4])
+        )
+
+    def key_source(self, input_key: str) -> tuple[int, int] | None:
+        """(record id, run id) of the latest result of an input key that ran (not from the cache),
+        else of its latest result; None when it has none."""
+        row = self._row(
+            "SELECT id, run_id FROM results WHERE input_key = ? ORDER BY cached, id DESC LIMIT 1",
+            (input_key,),
+        )
+        return (int(row[0]), int(row[1])) if row is not None else None
+
+    def key_latest_outcome(self, input_key: str) -> str | None:
+        row = self._row(
+            "SELECT outcome FROM results WHERE input_key = ? ORDER BY id DESC LIMIT 1", (input_key,)
+        )
+        return str(row[0]) if row is not None else None
 
     def run_results(self, run_id: int, details: bool = True) -> list[ResultRecord]:
         """Every result of a run; without `details`, no closure or inputs read (see `test_results`)."""
