@@ -328,7 +328,12 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
         prepared.plan.artifacts.mkdir(parents=True)
     secrets = [os.environ[s] for s in test.secrets if os.environ.get(s)]
     argv = [str(prepared.wrapper), "--result", str(result_file), "--workdir", str(workdir)]
-    env = dict(os.environ, TMPDIR=str(workdir / ".tmp"))
+
+    def env() -> dict[str, str]:
+        # the wrapper's: ours, its TMPDIR in the working directory (only a wrapper needs it;
+        # copying os.environ is about 0.1 ms a test)
+        return dict(os.environ, TMPDIR=str(workdir / ".tmp"))
+
     result = TestResult(
         package=test.package,
         test=test.name,
@@ -352,7 +357,7 @@ def _attempt(prepared: Prepared, ctx: Context, on_start: Callable[[int], None] |
                 log_path=log_path,
                 timeout=timeout,
                 secrets=secrets,
-                env=env,
+                env=env(),
                 on_start=on_start,
                 match_limit=match_limit,
             )
@@ -460,7 +465,7 @@ def _run_warm(
     result_file: Path,
     log_path: Path,
     timeout: float,
-    env: dict[str, str],
+    env: Callable[[], dict[str, str]],
     on_start: Callable[[int], None] | None,
     match_limit: int,
 ) -> tuple[ProcessRun, bool]:
@@ -482,7 +487,7 @@ def _run_warm(
         started = time.monotonic()
         prepare = [*argv, "--prepare"]
         prep = run_supervised(
-            prepare, log_path=log_path, timeout=timeout, secrets=masked, env=env, on_start=on_start
+            prepare, log_path=log_path, timeout=timeout, secrets=masked, env=env(), on_start=on_start
         )
         if prep.timed_out or prep.exit_code != 0:
             return prep, False
