@@ -27,7 +27,8 @@ kinds
 scale
     12 tests per installed package (10,000 on a machine with 842), warm,
     ``-j 2``, against a run of about 700: cost per test and the nixtest
-    process's peak RSS.
+    process's peak RSS; then the big run again, whose history compares it
+    with the big run before it (peak RSS with a baseline).
 
 Every figure is the median of ``--repeat`` runs, the sides alternating, so
 that a loaded machine weighs on both.  ``--json FILE`` writes them all.
@@ -345,7 +346,10 @@ class Bench:
         out = self.root / "scale-out"
         log = self.root / "scale.log"
         runs = {}
-        for name, tests, n in (("small", little, n_small), ("big", big, n_big)):
+        # "rerun": the big run again, compared with the big run before it (the default
+        # baseline): the history reads the last run's outcomes for every test
+        order = (("small", little, n_small), ("big", big, n_big), ("rerun", big, n_big))
+        for name, tests, n in order:
             times, rss = [], []
             for _ in range(self.repeat if name == "small" else 1):
                 seconds, peak = peak_rss(self.nixtest(tests, out, "-j", str(JOBS)), self.root, log)
@@ -356,11 +360,12 @@ class Bench:
         ratio = runs["big"]["ms_per_test"] / runs["small"]["ms_per_test"]
         self.results["scale"] = {**runs, "per_test_ratio": ratio}
         print(f"\nscale: run: 'true' tests, warm, -j {JOBS}")
-        for name in ("small", "big"):
+        for name in ("small", "big", "rerun"):
             r = runs[name]
             print(
                 f"  {r['tests']:6} tests  {r['seconds']:7.2f} s  {r['ms_per_test']:6.2f} ms/test"
                 f"  peak RSS {r['peak_rss_mib']:6.1f} MiB"
+                + ("  (again, against the run before)" if name == "rerun" else "")
             )
         print(f"  per-test cost {n_big} / {n_small}: {ratio:5.2f} (target <= 1.2); peak RSS target < 200 MiB")
 
