@@ -348,19 +348,19 @@ def spawn_light(
     stdin: int | None = None,
     session: bool = False,
 ) -> int:
-    """`spawn` without running Python in a copy of this process, for a supervisor forked warm.
+    """`spawn` without running Python in a copy of this process, for the spawner's tests.
 
     `subprocess` starts the command from C (a vfork where it can): about
     0.5 ms where `spawn`'s fork, with Python running in the copy until it
     execs, takes 1.6 ms here (os.posix_spawn is as quick, but glibc leaves
     its two internal signals ignored in the command).  Nothing runs in the
     child to reset signals, so the caller sets this process up for it first
-    (`prepare_light_spawn`); the caller has also moved to the working
-    directory and into its read-only namespace.  What the command does not
-    get is a death signal of its own: the server that forked this supervisor
-    kills what is left of its group should it be killed outright
-    (nixtest.child.spawner).  Raises OSError when the command cannot start.
-    `cwd`, `stdin` and a `session` of its own are set in the child, from C.
+    (`prepare_light_spawn`); the caller is also in its read-only namespace
+    already.  What the command does not get is a death signal of its own:
+    the runner kills its group should the spawner above it be killed
+    outright (nixtest.exec.zygote.SerialChild).  Raises OSError when the
+    command cannot start.  `cwd`, `stdin` and a `session` of its own are set
+    in the child, from C.
     """
     import subprocess  # imported by the spawner before it forks; the wrapper's path never needs it
 

@@ -1,25 +1,25 @@
-"""The spawner: a small warm process that supervises `run:` tests, or forks their supervisors.
+"""The spawner: a small warm process that supervises `run:` tests one after the other.
 
 A `run:` test's command needs no interpreter, only its supervisor above it
 (nixtest.child.reaper).  Forking that supervisor from the zygote, which has
 pytest and plumbum imported (about 34 MB), cost two copies of the zygote a
 test (the supervisor, then the command below it).  The spawner is started as
-`python -I -S .../nixtest/child/spawner.py [--serial] FD` and imports only
-the standard library and the reaper (about 10 MB).
+`python -I -S .../nixtest/child/spawner.py FD` and imports only the standard
+library and the reaper (about 10 MB).
 
-With `--serial` (nixtest's `run:` tests: `supervise_serially`), one spawner
-per runner thread is itself the supervisor of that thread's tests, one after
-the other: a process per test is only the command, started with
-`subprocess` (from C, a vfork: no Python running in a copy of anything),
-with the signals the test must find at their default action and none
-blocked, in the test's folder, in a session of its own.  Without it
-(`serve`, also the zygote's loop: nixtest.child.zygote), it forks a child
-per request that becomes the supervisor (`become_supervisor`) and starts
-the test below it.  Either way the supervisor is what the wrapper's is: a
-session leader (forked) or the parent of one (serial), stdin from
-/dev/null, stdout and stderr on the runner's pipes, umask 022, the death
-signal of its parent, the subreaper of all the test starts; it kills and
-reports what the test left running.
+One spawner per runner thread is itself the supervisor of that thread's
+tests, one after the other (`supervise_serially`): a process per test is
+only the command, started with `subprocess` (from C, a vfork: no Python
+running in a copy of anything), with the signals the test must find at
+their default action and none blocked, in the test's folder, in a session
+of its own.  The spawner is what the wrapper's supervisor is: stdin from
+/dev/null for the command, its stdout and stderr on the runner's pipes,
+umask 022, the death signal of its parent, the subreaper of all the test
+starts; it kills and reports what the test left running.
+
+The zygote (nixtest.child.zygote) serves its requests with this module's
+other loop, `serve`: it forks a child per request that becomes the test's
+supervisor (`become_supervisor`) and starts the test below it.
 
 Profiles are made read-only to tests run as root in a private mount
 namespace, as the wrapper's supervisor does for its test; here the server
@@ -156,32 +156,8 @@ def become_supervisor(request: dict[str, Any], stdout: int, stderr: int, server:
     reaper.become_reaper()
 
 
-def run_command(request: dict[str, Any]) -> NoReturn:
-    """In the supervisor: a `run:` test's command below it, with exactly the wrapper's environment."""
-    # a stop signal waits for supervise() from here on (none is lost before)
-    reaper.prepare_light_spawn()
-    try:
-        test_pid = reaper.spawn_light(list(request["exec"]), dict(request["env"]))
-    except OSError as exc:
-        os._exit(reaper.cannot_run(str(request["exec"][0]), exc))
-    code = reaper.supervise(test_pid, name=str(request.get("name", "")), result=request.get("result"))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(reaper.die_like(code))
-
-
-def _command_child(request: dict[str, Any], fds: list[int], server: int) -> NoReturn:
-    try:
-        become_supervisor(request, fds[0], fds[1], server)
-        run_command(request)
-    except BaseException as exc:  # noqa: BLE001 - a forked child must never return into the server
-        with contextlib.suppress(BaseException):
-            os.write(2, f"nixtest: could not start the test: {exc!r}\n".encode())
-    os._exit(1)
-
-
 def serve(sock: socket.socket, child: ChildBody) -> None:
-    """Forks a child per request (which runs `child`) until the runner closes its end."""
+    """Forks a child per request (which runs `child`: the zygote's) until the runner closes its end."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -352,17 +328,13 @@ def _one_test(sock: socket.socket, request: dict[str, Any], devnull: int) -> tup
 
 
 def main(argv: list[str]) -> int:
-    serial = argv[:1] == ["--serial"]
     sock = socket.socket(fileno=int(argv[-1]))
     # nothing made so far is collected in a supervisor (a collection there would write to,
     # and so copy, every page of the server's objects)
     gc.collect()
     gc.freeze()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the runner is gone
-        if serial:
-            supervise_serially(sock)
-        else:
-            serve(sock, _command_child)
+        supervise_serially(sock)
     return 0
 
 

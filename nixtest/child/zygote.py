@@ -34,7 +34,7 @@ from contextlib import suppress
 from typing import Any, NoReturn
 
 from nixtest.child import reaper
-from nixtest.child.spawner import become_supervisor, receive, run_command, send, serve
+from nixtest.child.spawner import become_supervisor, receive, send, serve
 
 __all__ = ["main", "receive", "send"]
 
@@ -65,13 +65,11 @@ def become_test(
 ) -> int:
     """In the forked child: turn into the supervisor the wrapper would have started, start the test.
 
-    The request names the test's `result` file, its `name` and the profiles the
-    server made `read_only`, and either the driver's `args` or, for a `run:`
-    test, the command to `exec` with exactly `env` (nixtest.child.spawner).
+    The request names the test's `result` file, its `name`, the profiles the
+    server made `read_only` and the driver's `args` (`run:` tests are the
+    spawner's: nixtest.child.spawner).
     """
     become_supervisor(request, stdout, stderr, server)
-    if request.get("exec") is not None:
-        run_command(request)
     test_pid = os.fork()
     if test_pid == 0:
         return _driver(request, startup_env)

@@ -62,7 +62,7 @@ class ZygoteChild:
 
 
 class SerialChild(ZygoteChild):
-    """The command a spawner started (nixtest.child.spawner's `--serial`), which supervises it.
+    """The command a spawner started (nixtest.child.spawner), which supervises it.
 
     Its end is read from the spawner's socket by the one thread that uses the
     spawner, when it polls or waits: no reader thread, no hand-over between
@@ -121,9 +121,7 @@ class Zygote:
 
     def __init__(self, python: str = sys.executable, *, light: bool = False) -> None:
         # the spawner is a file, not -m: without site (-S) the package is found from its place
-        server = (
-            ["-S", nixtest.child.spawner.__file__, "--serial"] if light else ["-m", "nixtest.child.zygote"]
-        )
+        server = ["-S", nixtest.child.spawner.__file__] if light else ["-m", "nixtest.child.zygote"]
         self.light = light
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -172,10 +170,6 @@ class Zygote:
             box.append({"error": "the zygote ended"})
             event.set()
         for child in children:  # their parent is gone: nothing will say how they ended
-            if self.light:
-                # the command leads its own group, with no supervisor above it any more
-                with contextlib.suppress(OSError):
-                    os.killpg(child.pid, signal.SIGKILL)
             child._exited(-signal.SIGKILL)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -197,8 +191,9 @@ class Zygote:
     def spawn(self, request: dict[str, Any]) -> ZygoteChild:
         """A child that becomes the test's supervisor and starts the test, as `request` says.
 
-        Its keys (nixtest.child.zygote.become_test): `cwd`, `env`, `name`, `result`,
-        `read_only`, and either `args` (`nixtest.driver.main`'s) or `exec` (a command).
+        Its keys: `cwd`, `env`, `name`, `result`, `read_only`, and `args`
+        (`nixtest.driver.main`'s: the zygote, nixtest.child.zygote.become_test) or
+        `exec` (a `run:` test's command: a spawner, nixtest.child.spawner).
         """
         if self.light:
             return self._spawn_serial(request)
