@@ -295,6 +295,11 @@ def _digest(root: Path) -> str:
             else:
                 entries.append(f"f {inside}")
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+    return _hash_entries(entries)
+
+
+def _hash_entries(entries: list[str]) -> str:
+    """SHA-256 of a tree's entries (`d PATH`, `l PATH TARGET`, `f PATH`), whatever their order."""
     data = "\0".join(sorted(entries)).encode("utf-8", "surrogateescape")
     return hashlib.sha256(data).hexdigest()
 
@@ -323,8 +328,7 @@ def tree_digest(folders: Iterable[str], leaves: dict[str, str]) -> str:
     """SHA-256 of a profile's tree as planned: what `_digest` gives once it is written."""
     entries = [f"d {folder}" for folder in folders]
     entries.extend(f"l {inside} {target}" for inside, target in leaves.items())
-    data = "\0".join(sorted(entries)).encode("utf-8", "surrogateescape")
-    return hashlib.sha256(data).hexdigest()
+    return _hash_entries(entries)
 
 
 #: whether this process may add entries to a folder of mode 0555 (root's
