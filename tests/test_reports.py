@@ -21,6 +21,7 @@ import lxml.html
 import pytest
 import xmlschema
 import xunitparser
+from junit_reference import render as library_junit
 
 from nixtest.reports import (
     REPORTERS,
@@ -29,6 +30,7 @@ from nixtest.reports import (
     NixSupportReporter,
     Reporter,
     ReportError,
+    junit,
     write_reports,
 )
 from nixtest.reports.text import clean_text
@@ -887,3 +889,146 @@ def test_a_report_written_as_it_is_made_is_the_rendered_text(out: Path, name: st
     module = {"junit.xml": junit, "log.xml": logxml, "log.html": loghtml, "report.json": reportjson}[name]
     again = make_run(out)
     assert (out / name).read_bytes() == module.render(again, out).encode("utf-8")
+
+
+# -- the writers against the library-made files -------------------------------
+
+#: text of every awkward kind: markup, quotes, tabs and line breaks of all sorts, DEL and
+#: C0/C1 controls, terminal escapes, characters XML forbids, undecodable bytes, a masked
+#: secret, characters beyond the BMP
+AWKWARD = [
+    "",
+    "plain",
+    "x\"<b>&amp;'</b>",
+    "tab\there\r\nCRLF\rCR\nLF",
+    "DEL\x7f here",
+    "\x7f",
+    "NUL\x00 bell\x07 vt\x0b ff\x0c esc\x1b",
+    "C1 \x85 \x9b31m csi \x80\x9f",
+    f"{RED} and OSC \x1b]0;title\x07 after",
+    "non-characters \ufffe\uffff \ufdd0 \U0001fffe",
+    b"bytes \xc3\x28\xa0\xa1\xff".decode("utf-8", "surrogateescape"),
+    "token=*** (masked)",
+    "emoji \U0001f600, accents éàü, CJK 漢字",
+    "  spaced   out  \n\n",
+    "]]> end of CDATA",
+    "x" * 1500,
+]
+
+
+def varied_run(out: Path, seed: int, n: int = 60) -> RunSummary:
+    """Results of every outcome, with attempts, steps, properties, changes and awkward text."""
+    rng = random.Random(seed)
+
+    def text() -> str:
+        return rng.choice(AWKWARD) + (rng.choice(AWKWARD) if rng.random() < 0.3 else "")
+
+    def output() -> list[tuple[str, str]]:
+        chunks = [(rng.choice(["stdout", "stderr"]), text() + "\n") for _ in range(rng.randrange(4))]
+        if rng.random() < 0.1:
+            noise = rng.randbytes(rng.randrange(70_000)).decode("utf-8", "surrogateescape")
+            chunks.append(("stdout", noise))
+        return chunks
+
+    packages = ["alpha", "libxml++2.6", "zeta", "a\x7fb", "", f"p{RED}"]
+    results = []
+    for i in range(n):
+        outcome = rng.choice(["passed", "failed", "error", "skipped", "xfailed"])
+        start = 1000.0 + rng.choice([0, 0.0004, 0.0005, 1 / 3, 2.125, 86400.9996])
+        steps = [
+            Step(
+                text() or "step",
+                command=rng.choice(["", "true", text()]),
+                exit_code=rng.choice([None, 0, 1, 124]),
+                outcome=rng.choice(["passed", "passed", "failed", "error"]),
+                expected=rng.choice(["", "exit 0", text()]),
+                output=output(),
+                output_dropped=rng.choice([0, 0, 77]),
+                start=start,
+                end=start + rng.random(),
+                detail=rng.choice(["", text()]),
+            )
+            for _ in range(rng.choice([0, 0, 1, 2, 60]))
+        ]
+        # retried after a failure; the last attempt skipped is left to its own test (the
+        # library's file had the attempts after <skipped>, which the schemas refuse)
+        attempts = rng.choice([1, 1, 1, 3]) if outcome in ("passed", "failed", "error") else 1
+        result = Result(
+            package=rng.choice(packages),
+            test=f"t{i}" + rng.choice(["", "", text()[:20]]),
+            outcome=outcome,  # type: ignore[arg-type]
+            message=rng.choice(["", text(), "timed out after 2 seconds"]),
+            kind=rng.choice(["", "run", "classic", "pytest"]),
+            command=rng.choice([[], [str(out / "rerun" / "x" / "y")], ["a", text()]]),
+            exit_code=rng.choice([None, 0, 1, -9]),
+            timed_out=outcome == "failed" and rng.random() < 0.3,
+            output=output(),
+            output_dropped=rng.choice([0, 0, 0, 12345]),
+            start=start,
+            end=start + rng.choice([0.0, 0.0, 0.0004, 0.0005, 0.0015, 1.23456789, 2.1255, 1e-7]),
+            steps=steps,
+            wrapper=rng.choice(["", str(out / "rerun" / "x" / f"t{i}")]),
+            log_path=rng.choice(["", str(out / "logs" / "x" / f"t{i}.log"), "/elsewhere/t.log"]),
+            warnings=[text() for _ in range(rng.randrange(2))],
+            profile=rng.choice(["", "/nix/store/abc-profile"]),
+            properties={text()[:10] or "k": text() for _ in range(rng.randrange(3))},
+            input_key=rng.choice(["", "ab" * 32]),
+            packages={rng.choice(["zlib1g", "libc6", 'q"<&>']): text()[:12] for _ in range(rng.randrange(4))},
+            cached=rng.random() < 0.2,
+            cached_from=rng.choice(["", "3"]),
+            reason=rng.choice(["", "--no-cache", text()]),
+            attempts=attempts,
+            flaky=attempts > 1 and rng.random() < 0.5,
+            earlier_attempts=[f"attempt {k}: failed: {text()}" for k in range(1, attempts)]
+            + ([""] if attempts > 1 and rng.random() < 0.2 else []),
+            change=rng.choice(["", "", "newly-failing", "still-succeeding", "new", "flaky-ish"]),
+        )
+        results.append(result)
+    return RunSummary(
+        results=results,
+        set_spec=rng.choice(["host", text()]),
+        out_dir=str(out),
+        start=1000.0,
+        end=1000.0 + rng.choice([0.0, 3.5, 1e-4]),
+        interrupted=rng.random() < 0.3,
+        run_id=rng.choice(["", "7"]),
+        baseline=rng.choice([None, "6", "main.json"]),
+        removed=rng.choice([[], ["pkg::gone", f"p::{text()}"]]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_junit_is_the_library_made_file(tmp_path: Path, reference: Path, seed: int) -> None:
+    """The direct writer gives the bytes junit_xml (parsed back, fixed up) gave, and they validate."""
+    run = varied_run(tmp_path, seed)
+    expected = library_junit(run, tmp_path)
+    assert junit.render(run, tmp_path) == expected
+    JUnitReporter().write(run, tmp_path)
+    assert (tmp_path / "junit.xml").read_bytes() == expected.encode("utf-8")
+    xmlschema.XMLSchema(str(reference / JUNIT_XSD)).validate(str(tmp_path / "junit.xml"))
+    if not any(r.earlier_attempts for r in run.results):
+        # the junit-4 schema knows no Surefire <flakyFailure>/<rerunFailure>
+        xmlschema.XMLSchema(str(reference / JUNIT4_XSD)).validate(str(tmp_path / "junit.xml"))
+
+
+def test_junit_of_an_empty_run_is_the_library_made_file(tmp_path: Path) -> None:
+    run = RunSummary(start=0, end=0)
+    assert junit.render(run, tmp_path) == library_junit(run, tmp_path)
+
+
+@pytest.mark.parametrize("outcome", ["skipped", "xfailed", "failed", "passed"])
+def test_junit_attempts_are_placed_as_the_library_made_file(tmp_path: Path, outcome: str) -> None:
+    attempts = ["attempt 1: failed: boom", "attempt 2: error: \x7f<gone>"]
+    results = [
+        Result("pkg", "t", outcome=outcome, start=0, end=1, attempts=3, earlier_attempts=attempts),  # type: ignore[arg-type]
+        # names the writer changes: the library's tree looked results up by the names
+        # as written, so this case lists the attempts of pkg::t
+        Result(
+            "p\x7fkg", "t\x1b[1m", outcome="failed", start=0, end=1, attempts=2, earlier_attempts=attempts[:1]
+        ),
+    ]
+    run = RunSummary(results=results, start=0, end=1)
+    text = junit.render(run, tmp_path)
+    assert text == library_junit(run, tmp_path)
+    tag = "flakyFailure" if outcome == "passed" else "rerunFailure"
+    assert text.count(f'<{tag} type="failure" message="attempt 1: failed: boom">') == 2
