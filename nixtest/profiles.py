@@ -185,47 +185,69 @@ def _fold(leaves: dict[str, str]) -> dict[str, str]:
     """
     if len(leaves) < 2:
         return leaves
-    #: profile directory -> the real directory it would link to ("" when there is none)
+    # Each directory below the top level -> the real directory it would link to
+    # ("" when there is none) and how many leaves it holds.  Worked out from each
+    # leaf's own folder up, a level at a time, not from every leaf up to the top:
+    # that walk was a third of planning a host's profiles.
     real: dict[str, str] = {}
-    for inside, target in leaves.items():
-        directory = inside
-        while True:
-            cut = directory.rfind("/")
-            if cut <= 0:
-                break
-            directory = directory[:cut]
-            if "/" not in directory:
-                break  # a top-level directory (bin, lib, share...) stays a real one
-            rest = inside[len(directory) :]
-            candidate = target[: -len(rest)] if target.endswith(rest) and len(target) > len(rest) else ""
-            if real.setdefault(directory, candidate) != candidate:
+    count: dict[str, int] = {}
+    by_depth: dict[int, list[str]] = {}
+
+    def vote(directory: str, rest: str, source: str, held: int) -> None:
+        """`directory` holds `held` leaves as `rest` (``/name``), which is `source` on disk."""
+        candidate = source[: -len(rest)] if source.endswith(rest) and len(source) > len(rest) else ""
+        kept = real.get(directory)
+        if kept is None:
+            real[directory] = candidate
+            count[directory] = held
+            by_depth.setdefault(directory.count("/"), []).append(directory)
+        else:
+            if kept != candidate:
                 real[directory] = ""
-    if not real:
-        return leaves
-    ordered = sorted(leaves)
+            count[directory] += held
+
+    for inside, target in leaves.items():
+        cut = inside.rfind("/")
+        if inside.find("/", 0, cut) >= 0:  # not in a top-level directory (bin, lib...): those stay real
+            vote(inside[:cut], inside[cut:], target, 1)
+    for depth in range(max(by_depth, default=0), 1, -1):  # a level adds only to shallower ones
+        for directory in by_depth.get(depth, ()):
+            cut = directory.rfind("/")
+            if directory.find("/", 0, cut) >= 0:
+                vote(directory[:cut], directory[cut:], real[directory], count[directory])
+    # Shallowest first: below a directory linked whole there is nothing more to decide.
+    ordered: list[str] = []
     folded: dict[str, str] = {}
-    done: set[str] = set()
-    for directory in sorted(real, key=lambda d: (d.count("/"), d)):
-        source = real[directory]
-        if not source or any(directory.startswith(f + "/") for f in _ancestors(directory, folded)):
-            continue
-        prefix = directory + "/"
-        start = bisect.bisect_left(ordered, prefix)
-        end = bisect.bisect_left(ordered, prefix[:-1] + "0")  # "0" follows "/"
-        if end - start < FOLD_MIN:
-            continue
-        wanted = {name[len(prefix) :] for name in ordered[start:end]}
-        if _holds_exactly(source, wanted):
-            folded[directory] = str(PurePosixPath(source))
-            done.update(ordered[start:end])
-    result = {name: leaves[name] for name in ordered if name not in done}
+    spans: list[tuple[int, int]] = []
+    for depth in sorted(by_depth):
+        for directory in by_depth[depth]:
+            source = real[directory]
+            if not source or count[directory] < FOLD_MIN or _inside_any(directory, folded):
+                continue
+            if not ordered:
+                ordered = sorted(leaves)
+            prefix = directory + "/"
+            start = bisect.bisect_left(ordered, prefix)
+            end = bisect.bisect_left(ordered, prefix[:-1] + "0")  # "0" follows "/"
+            if _holds_exactly(source, {name[len(prefix) :] for name in ordered[start:end]}):
+                folded[directory] = str(PurePosixPath(source))
+                spans.append((start, end))
+    if not folded:
+        return leaves
+    done = {name for start, end in spans for name in ordered[start:end]}
+    result = {name: target for name, target in leaves.items() if name not in done}
     result.update(folded)
     return result
 
 
-def _ancestors(directory: str, chosen: dict[str, str]) -> list[str]:
-    parts = directory.split("/")
-    return [a for a in ("/".join(parts[:i]) for i in range(2, len(parts))) if a in chosen]
+def _inside_any(directory: str, folded: dict[str, str]) -> bool:
+    """Whether a parent of `directory` is linked whole already."""
+    cut = directory.rfind("/")
+    while cut > 0:
+        if directory[:cut] in folded:
+            return True
+        cut = directory.rfind("/", 0, cut)
+    return False
 
 
 def _holds_exactly(real: str, wanted: set[str]) -> bool:

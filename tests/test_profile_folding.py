@@ -103,3 +103,18 @@ def test_a_real_package_shows_the_same_files_with_fewer_links(tmp_path: Path) ->
         assert os.path.realpath(seen) == os.path.realpath(target), inside
     links = sum(1 for _, _, files in os.walk(profile.path) for _ in files)
     assert links < len(entries), f"{name}: no folder was linked whole"
+
+
+def test_a_directory_holding_only_folders_is_linked_at_its_top(tmp_path: Path) -> None:
+    """The leaves are levels below it, with levels of folders alone between."""
+    root = tmp_path / "prefixes"
+    real = root / "e" / "share" / "e-data"
+    for n in range(FOLD_MIN):
+        deep = real / "only" / "folders" / f"d{n % 2}"
+        deep.mkdir(parents=True, exist_ok=True)
+        (deep / f"f{n}.txt").write_text(f"file {n}\n")
+    (root / "set.yaml").write_text("e: e\n")
+    profile = build_profile(PrefixSet(root / "set.yaml"), ["e"], tmp_path / "state")
+    link = profile.path / "share" / "e-data"
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert files_under(link) == files_under(real)
