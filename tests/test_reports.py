@@ -7,6 +7,7 @@ Nix, Hydra and NixOS stylesheets, and Hydra's own rules for nix-support/.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -15,6 +16,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.sax.saxutils import XMLGenerator
+from xml.sax.xmlreader import AttributesImpl
 
 import junitparser
 import lxml.html
@@ -30,9 +33,13 @@ from nixtest.reports import (
     NixSupportReporter,
     Reporter,
     ReportError,
+    ReportJSONReporter,
     junit,
+    logxml,
+    reportjson,
     write_reports,
 )
+from nixtest.reports.common import relative_to_out
 from nixtest.reports.text import clean_text
 from nixtest.results import RunSummary, Step
 from nixtest.results import TestResult as Result
@@ -1032,3 +1039,101 @@ def test_junit_attempts_are_placed_as_the_library_made_file(tmp_path: Path, outc
     assert text == library_junit(run, tmp_path)
     tag = "flakyFailure" if outcome == "passed" else "rerunFailure"
     assert text.count(f'<{tag} type="failure" message="attempt 1: failed: boom">') == 2
+
+
+class _SaxLogWriter(logxml._LogWriter):
+    """log.xml's writer as it was, over an XMLGenerator: the direct one must give its bytes."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self._xml = XMLGenerator(stream, encoding="utf-8", short_empty_elements=False)
+
+    def start(self) -> None:
+        self._xml.startDocument()
+        self._xml.startElement("logfile", AttributesImpl({}))
+
+    def end(self) -> None:
+        self._xml.endElement("logfile")
+        self._xml.endDocument()
+
+    def flush(self) -> None:
+        pass
+
+    def _element(self, tag: str, text: str, attrs: dict[str, str]) -> None:
+        self._xml.startElement(tag, AttributesImpl({k: clean_text(v) for k, v in attrs.items()}))
+        self._xml.characters(clean_text(text))
+        self._xml.endElement(tag)
+        self._xml.ignorableWhitespace("\n")
+
+    def _open_nest(self) -> None:
+        self._xml.startElement("nest", AttributesImpl({}))
+        self._xml.ignorableWhitespace("\n")
+
+    def _close_nest(self) -> None:
+        self._xml.endElement("nest")
+        self._xml.ignorableWhitespace("\n")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_logxml_is_the_xmlgenerator_made_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    run = varied_run(tmp_path, seed)
+    LogXMLReporter().write(run, tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(logxml, "_LogWriter", _SaxLogWriter)
+        expected = logxml.render(run, tmp_path)
+    assert (tmp_path / "log.xml").read_bytes() == expected.encode("utf-8")
+    ET.parse(tmp_path / "log.xml")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_report_json_is_what_json_dumps_gives(tmp_path: Path, seed: int) -> None:
+    run = varied_run(tmp_path, seed)
+    tests = [reportjson.test_entry(r, tmp_path) for rs in run.by_package().values() for r in rs]
+    document = {**reportjson.head(run), "tests": tests}
+    expected = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert reportjson.render(run, tmp_path) == expected
+    try:
+        data = expected.encode("utf-8")
+    except UnicodeEncodeError:
+        # a name or message with undecodable bytes: as json.dump into the file did, it fails
+        with pytest.raises(UnicodeEncodeError):
+            ReportJSONReporter().write(run, tmp_path)
+    else:
+        ReportJSONReporter().write(run, tmp_path)
+        assert (tmp_path / "report.json").read_bytes() == data
+    assert reportjson.render(RunSummary(start=0, end=0), tmp_path).endswith('"tests": []\n}\n')
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, -0.0, 1e100, 10**30, True, False, None, 'é\x00"\\\n\U0001f600', [], {}, [[]]]},
+        {"x": {"y": {}}, "z": (1, "2")},
+        [float("nan"), float("inf"), -float("inf")],
+        [],
+        {},
+        "plain",
+        3,
+    ],
+)
+def test_report_json_encodes_as_json_dumps(value: object) -> None:
+    assert reportjson.encode(value) == json.dumps(value, indent=1, ensure_ascii=False)
+
+
+def test_report_json_refuses_what_json_refuses() -> None:
+    with pytest.raises(TypeError):
+        reportjson.encode({1: "a"})
+    with pytest.raises(TypeError):
+        reportjson.encode({"a": {1, 2}})
+
+
+def test_relative_to_out_is_what_commonpath_and_relpath_say() -> None:
+    def slow(path: str, out: str) -> str | None:
+        absout, abspath = os.path.abspath(out), os.path.abspath(path)
+        return os.path.relpath(abspath, absout) if os.path.commonpath([absout, abspath]) == absout else None
+
+    inside = ["/a", "/a/b", "/a/", "./a/../b", "/a/b/../c", "a", "a/b"]
+    for path in [*inside, "/", "/ab", "//a", "///a", "..", "../x"]:
+        for out in ["/", "/a", "/a/", "a", ".", "/a/b", "//a", "///", ".."]:
+            assert relative_to_out(path, Path(out)) == slow(path, out), (path, out)

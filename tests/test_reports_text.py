@@ -118,6 +118,7 @@ def test_clean_tail_chunks_equals_cleaning_everything(seed: int) -> None:
 
 def test_split_and_output_lines() -> None:
     assert split_lines("a\r\nb\rc\n\nd\n") == ["a", "b", "c", "", "d"]
+    assert split_lines("") == [] and split_lines("one") == ["one"] and split_lines("\r") == [""]
     # a line printed in two chunks of one stream stays one line
     chunks = [("stdout", "hel"), ("stdout", "lo\n\x1b[32mok\x1b[0m\n"), ("stderr", "err\n")]
     assert output_lines(chunks) == [("stdout", "hello"), ("stdout", "ok"), ("stderr", "err")]
@@ -155,3 +156,16 @@ def test_clean_text_leaves_no_colour_residue_in_random_bytes() -> None:
     assert "\x1b" not in cleaned
     assert cleaned.endswith("RED")
     assert not re.search("[\ud800-\udfff\x00-\x08]", cleaned)
+
+
+def test_clean_text_of_printable_text_is_the_text() -> None:
+    """Its shortcut (printable text is returned as it is) gives what the two substitutions give."""
+    from nixtest.capture import ESCAPES
+    from nixtest.reports.text import _XML_ILLEGAL, REPLACEMENT
+
+    rng = random.Random(8)
+    alphabet = [chr(c) for c in (*range(0x00, 0x2FF), *range(0xD7F0, 0xE010), *range(0xFDC0, 0x10010))]
+    alphabet += ["\U0001f600", "\U0001fffe", "\U0010ffff", "\x1b[31m", "\x9b1m", "\x1b]0;t\x07"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12)))
+        assert clean_text(text) == _XML_ILLEGAL.sub(REPLACEMENT, ESCAPES.sub("", text)), repr(text)

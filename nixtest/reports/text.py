@@ -35,7 +35,9 @@ def clean_text(s: str) -> str:
     undecodable bytes, U+FFFE, U+FFFF) is *replaced* by U+FFFD, so the reader
     sees that something was there.
     """
-    if not s:
+    if not s or s.isprintable():
+        # nothing to remove: escape sequences start with ESC or CSI, and every
+        # character XML forbids is unprintable (most names, heads and facts)
         return s
     s = _ESCAPES.sub("", s)
     return _XML_ILLEGAL.sub(REPLACEMENT, s)
@@ -43,6 +45,8 @@ def clean_text(s: str) -> str:
 
 def split_lines(text: str) -> list[str]:
     """Split on LF, CRLF or CR; a final newline does not make an empty last line."""
+    if "\n" not in text and "\r" not in text:
+        return [text] if text else []
     lines = _NEWLINES.split(text)
     if lines and lines[-1] == "":
         lines.pop()
