@@ -281,8 +281,37 @@ def test_a_result_of_a_key_waiting_in_the_batch_counts_for_flaky(tmp_path: Path)
     recorder.add(result("a", "y", "failed", "same"))
     second = result("b", "y", "passed", "same")
     recorder.add(second)
-    assert second.flaky
     recorder.close()
+    assert second.flaky
+    assert [r.flaky for r in recorder.store.run_results(recorder.run_id)] == [False, False, True]
+
+
+def test_the_flaky_check_is_one_query_a_commit_on_the_key_index(tmp_path: Path) -> None:
+    """A run's thread reads nothing when it records a result: each commit asks the index
+    once for the keys of its whole batch, earlier runs' results and the batch's own counted."""
+    store = HistoryStore(tmp_path / "h.sqlite")
+    first = HistoryRecorder(store, "host", "/t", [], timer=False)
+    for i in range(10):
+        first.add(result("a", f"t{i}", "failed" if i == 3 else "passed", f"k{i}"))
+    first.close()
+    now = [100.0]
+    second = HistoryRecorder(store, "host", "/t", [], clock=lambda: now[0], timer=False)
+    seen = _statements(store)
+    run = [result("a", f"t{i}", "passed", f"k{i}") for i in range(10)]
+    run += [result("b", "x", "failed", "new"), result("b", "y", "passed", "new")]
+    for r in run[:1]:
+        second.add(r)  # the first result: committed at once
+    reads = len(seen)
+    for r in run[1:]:
+        second.add(r)
+    assert len(seen) == reads, "nothing read or written while the results wait"
+    second.close()
+    key_queries = [sql for sql in seen if "input_key IN" in sql]
+    assert len(key_queries) == sum(1 for sql in seen if sql.startswith("BEGIN IMMEDIATE")) == 2
+    assert [r.nodeid for r in run if r.flaky] == ["a::t3", "b::y"]
+    assert {r.nodeid for r in store.run_results(second.run_id) if r.flaky} == {"a::t3", "b::y"}
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + key_queries[-1].split(" GROUP BY")[0]).fetchall()
+    assert "COVERING INDEX results_key_outcome" in " ".join(str(row[-1]) for row in plan)
 
 
 def test_the_comparison_and_flaky_check_read_no_whole_result(
@@ -313,6 +342,8 @@ def test_the_comparison_and_flaky_check_read_no_whole_result(
     second.finish(run)
     assert {r.change for r in run.results} == {"still-succeeding", "newly-failing"}
     assert run.results[3].change == "newly-failing" and run.results[3].flaky
+    # each comparison writes a statement for each change word, not one for each of the 30 tests
+    assert len([sql for sql in seen if sql.startswith("UPDATE results SET change")]) == 2 * 2
     assert decoded == [], "a whole result record was read"
     selects = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
     for sql in selects:
@@ -320,7 +351,11 @@ def test_the_comparison_and_flaky_check_read_no_whole_result(
         for column in ("PACKAGES", "INPUTS", "RESULT", "LOG"):
             assert column not in read, sql
         assert not (read.strip() == "SELECT *" and source.startswith("RESULTS")), sql
-    assert any("SELECT * FROM RUNS" in sql.upper() for sql in selects)  # runs are read, results are not
+    assert any(" FROM RUNS WHERE" in sql.upper() for sql in selects)  # runs are read, results are not
+    monkeypatch.undo()
+    assert {r.nodeid: r.change for r in store.run_results(second.run_id)} == {
+        r.nodeid: r.change for r in run.results
+    }
 
 
 def test_the_cache_gives_back_clean_passes_only(tmp_path: Path) -> None:
@@ -604,3 +639,47 @@ def test_the_cache_and_the_flaky_check_read_an_input_keys_outcomes_from_an_index
     store.close()
     again = HistoryStore(tmp_path / "h.sqlite")
     assert again._has_index("results_key_outcome")
+
+
+def test_a_strip_is_read_from_the_strip_index_alone(tmp_path: Path) -> None:
+    """A strip's records come from a covering index, not the table (where a record's time
+    lies after its closure); a database made before it gets it, instead of results_test."""
+    path = tmp_path / "h.sqlite"
+    store = HistoryStore(path)
+    for n in range(3):
+        run = store.begin_run("host", "/t", [])
+        bad = n == 1
+        store.add(run, "host", result("a", "t", "failed" if bad else "passed", f"k{n}", message="<m>" * bad))
+        store.finish_run(run, interrupted=False, baseline=None)
+    seen = _statements(store)
+    records = store.strip_records("a", "t", "host", limit=2)
+    assert [(r.run_id, r.outcome, r.message) for r in records] == [(3, "passed", ""), (2, "failed", "<m>")]
+    assert records[1].is_bad and not records[0].is_bad
+    (sql,) = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+    assert "COVERING INDEX results_strip" in " ".join(str(row[-1]) for row in plan)
+    # a database of an earlier nixtest: results_test, no results_strip
+    store._db.execute("DROP INDEX results_strip")
+    store._db.execute("CREATE INDEX results_test ON results (package, test, set_spec)")
+    store.close()
+    again = HistoryStore(path)
+    assert again._has_index("results_strip") and not again._has_index("results_test")
+    assert again.strip_records("a", "t", "host") == store_records_of(path)
+
+
+def store_records_of(path: Path) -> list[object]:
+    """The strip records of a::t read with plain SQL from the table, for comparison."""
+    import sqlite3
+
+    from nixtest.history.store import StripRecord
+
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT id, run_id, package, test, outcome, cached, flaky, duration, message, recorded "
+            "FROM results NOT INDEXED WHERE package = 'a' AND test = 't' AND set_spec = 'host' "
+            "ORDER BY id DESC"
+        ).fetchall()
+    finally:
+        db.close()
+    return [StripRecord._make(row) for row in rows]

@@ -58,7 +58,7 @@ def compare(
 
 
 def from_run(store: HistoryStore, run_id: int) -> Baseline:
-    if store.run(run_id) is None:
+    if not store.has_run(run_id):
         raise BaselineError(f"--baseline {run_id}: no such run in {store.path} (see `nixtest history`)")
     # outcomes only: a whole record a test (its closure, its inputs) is 20 KiB at the peak
     return Baseline(str(run_id), store.run_outcomes(run_id))

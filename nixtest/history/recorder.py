@@ -9,6 +9,11 @@ write lock other runs wait for), while a run of slow tests still commits each
 result as it ends.  The end of the run, Ctrl-C and SIGTERM (both end the run
 through pytest's session finish) commit what is left.  A run that is killed
 (SIGKILL, a power cut) keeps every result finished `BATCH_SECONDS` before it.
+
+Whether a result is flaky (its input key both passed and failed) is found
+when its batch is committed, for the whole batch in one query: a result's
+`flaky` is final once it is committed (`close` commits the last ones, before
+the comparison and the reports read it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from nixtest.history import compare
-from nixtest.history.store import HistoryStore
+from nixtest.history.store import HistoryStore, KeyHistory
 from nixtest.results import RunSummary, TestResult
 
 #: the longest a finished result waits to be committed (seconds)
@@ -28,9 +33,15 @@ BATCH_SECONDS = 0.25
 BATCH_SIZE = 256
 
 
-def _read_log(path: str) -> bytes | None:
+def _log_of(result: TestResult) -> bytes | None:
+    """The log the history keeps with a result: a clean pass's is what the cache gives back; a
+    failure's or a flaky result's is what an earlier run's box in a history strip links to
+    (history/strips.py).  A cached result repeats a log kept already."""
+    keep = not result.cached and (result.outcome == "passed" or result.is_bad or result.flaky)
+    if not keep or not result.log_path:
+        return None
     try:
-        with open(path, "rb") as f:
+        with open(result.log_path, "rb") as f:
             return f.read()
     except OSError:
         return None
@@ -56,9 +67,8 @@ class HistoryRecorder:
         self.tests_dir = tests_dir
         self.run_id = store.begin_run(set_spec, tests_dir, list(sys.argv if command is None else command))
         self._clock = clock
-        #: results waiting for their commit, with their logs; their input keys
-        self._pending: list[tuple[TestResult, bytes | None]] = []
-        self._pending_keys: set[str] = set()
+        #: results waiting for their commit (their logs are read when it comes)
+        self._pending: list[TestResult] = []
         #: each recorded test's record id, so that the comparison updates its row by key
         self.ids: dict[str, int] = {}
         self._last_commit = float("-inf")
@@ -72,26 +82,14 @@ class HistoryRecorder:
         self._use_timer = timer
 
     def add(self, result: TestResult) -> None:
-        """Records `result`; marks it flaky when its input key both passed and failed before."""
+        """Records `result` with the next commit (see `flush`, which marks it flaky if need be).
+
+        Nothing is read here: the run's thread only appends to the batch (a query a test
+        was the largest part of what the history cost a warm run).
+        """
         self._raise_timer_error()
-        if result.input_key and not result.cached:
-            if result.input_key in self._pending_keys:
-                self.flush()  # an earlier result of the same key, still waiting: counted as recorded
-            earlier = self.store.key_history(result.input_key)
-            if earlier.count and result.outcome in ("passed", "failed", "error"):
-                passed = result.outcome == "passed" or earlier.passed
-                failed = result.is_bad or earlier.bad
-                if (passed and failed) or (result.outcome == "passed" and earlier.is_flaky):
-                    result.flaky = True
-        # A clean pass's log is what the cache gives back; a failure's or a flaky
-        # result's is what an earlier run's box in a history strip links to
-        # (history/strips.py).  A cached result repeats a log kept already.
-        keep_log = not result.cached and (result.outcome == "passed" or result.is_bad or result.flaky)
-        log = _read_log(result.log_path) if keep_log and result.log_path else None
         with self._wake:
-            self._pending.append((result, log))
-            if result.input_key:
-                self._pending_keys.add(result.input_key)
+            self._pending.append(result)
             due = len(self._pending) >= BATCH_SIZE or self._clock() - self._last_commit >= BATCH_SECONDS
             if not due and self._use_timer:
                 self._start_timer()
@@ -101,24 +99,42 @@ class HistoryRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Commits the results waiting, in one transaction."""
+        """Commits the results waiting, in one transaction, each marked flaky first if it is."""
         with self._commit_lock:
             with self._wake:
                 batch, self._pending = self._pending, []
-                self._pending_keys = set()
                 self._last_commit = self._clock()
             if not batch:
                 return
             try:
-                ids = self.store.add_many(self.run_id, self.set_spec, batch)
+                # under the commit lock: every earlier batch is committed, so the
+                # history holds every earlier result of these keys but this batch's
+                self._mark_flaky(batch)
+                entries = [(result, _log_of(result)) for result in batch]
+                ids = self.store.add_many(self.run_id, self.set_spec, entries)
             except BaseException:
                 # rolled back (a busy database, Ctrl-C meanwhile): the next commit tries again
                 with self._wake:
                     self._pending[:0] = batch
-                    self._pending_keys.update(r.input_key for r, _ in batch if r.input_key)
                 raise
-            for (result, _), record in zip(batch, ids):
+            for result, record in zip(batch, ids):
                 self.ids[result.nodeid] = record
+
+    def _mark_flaky(self, batch: list[TestResult]) -> None:
+        """Marks flaky each result whose input key both passed and failed, counting every earlier
+        result: the history's (one query for the batch) and the batch's own before it."""
+        checked = [r for r in batch if r.input_key and not r.cached]
+        if not checked:
+            return
+        earlier = self.store.key_histories({r.input_key for r in checked})
+        for result in checked:
+            before = earlier.get(result.input_key, KeyHistory())
+            if before.count and result.outcome in ("passed", "failed", "error"):
+                passed = result.outcome == "passed" or before.passed
+                failed = result.is_bad or before.bad
+                if (passed and failed) or (result.outcome == "passed" and before.is_flaky):
+                    result.flaky = True
+            earlier[result.input_key] = before.adding(result)
 
     def _start_timer(self) -> None:
         """The thread that commits what waits longer than `BATCH_SECONDS` (called holding `_wake`)."""
@@ -168,14 +184,14 @@ class HistoryRecorder:
         if baseline_spec:
             baseline = compare.load(baseline_spec, self.store)
         else:
-            last = self.store.last_run(self.set_spec, self.tests_dir, before=self.run_id)
+            last = self.store.last_run_id(self.set_spec, self.tests_dir, before=self.run_id)
             if last is None:
                 return None
             # a test the last run did not select (`nixtest run sed`) is compared with
             # its latest result before: only a test never seen is new
             outcomes = self.store.latest_outcomes(self.set_spec, self.tests_dir, before=self.run_id)
-            outcomes.update(compare.from_run(self.store, last.id).outcomes)
-            baseline = compare.Baseline(str(last.id), outcomes)
+            outcomes.update(self.store.run_outcomes(last))
+            baseline = compare.Baseline(str(last), outcomes)
         changes, removed = compare.compare(run.results, baseline, exists)
         for result in run.results:
             result.change = changes.get(result.nodeid, "")

@@ -21,11 +21,11 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nixtest.errors import NixtestError
 from nixtest.results import SCHEMA_VERSION, TestResult
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS results (
     result TEXT NOT NULL,
     log BLOB
 );
-CREATE INDEX IF NOT EXISTS results_test ON results (package, test, set_spec);
+CREATE INDEX IF NOT EXISTS results_strip ON results
+    (package, test, set_spec, id, run_id, outcome, cached, flaky, duration, recorded, message);
 CREATE INDEX IF NOT EXISTS results_key ON results (input_key);
 CREATE INDEX IF NOT EXISTS results_key_outcome ON results (input_key, outcome, flaky, cached);
 CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
@@ -80,6 +81,15 @@ CREATE INDEX IF NOT EXISTS runs_where ON runs (set_spec, tests_dir);
 #: the covering index the cache and the flaky check read (an input key's outcomes) instead of
 #: its records, which are about 10 KiB each (their closure, their result, their log)
 _KEY_INDEX = "results_key_outcome"
+
+#: the covering index of a test's results (`strip_records`): a strip's 20 records were each a
+#: look-up in the table, whose `recorded` comes after the closure (an overflow page or more);
+#: it replaces results_test (package, test, set_spec), its first columns
+_STRIP_INDEX = "results_strip"
+_OLD_TEST_INDEX = "results_test"
+
+#: input keys looked up in one query (SQLite allows 999 parameters a statement at the least)
+_KEYS_A_QUERY = 500
 
 
 class HistoryError(NixtestError):
@@ -128,6 +138,26 @@ class ResultRecord:
         return self.outcome in ("failed", "error")
 
 
+class StripRecord(NamedTuple):
+    """A recorded result as a history strip shows it (`HistoryStore.strip_records`): the columns
+    of the strip index, read without the table."""
+
+    id: int
+    run_id: int
+    package: str
+    test: str
+    outcome: str
+    cached: int
+    flaky: int
+    duration: float
+    message: str
+    recorded: float
+
+    @property
+    def is_bad(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
 @dataclass(frozen=True)
 class KeyHistory:
     """The results recorded under one input key, summed up (`HistoryStore.key_history`)."""
@@ -144,6 +174,16 @@ class KeyHistory:
         """Passed and failed with these inputs, or flaky once (as `history.cache.is_flaky`)."""
         return (self.passed and self.bad) or self.flaky
 
+    def adding(self, result: TestResult) -> KeyHistory:
+        """The same with `result` recorded too."""
+        return KeyHistory(
+            count=self.count + 1,
+            passed=self.passed or result.outcome == "passed",
+            bad=self.bad or result.is_bad,
+            flaky=self.flaky or result.flaky,
+            other=self.other or result.outcome != "passed",
+        )
+
 
 _INSERT = (
     "INSERT INTO results (run_id, set_spec, package, test, input_key, outcome, cached, flaky, "
@@ -159,6 +199,10 @@ _RESULT_COLUMNS = (
 
 #: the same without the closure and the input key's parts: what strips and listings show
 _BRIEF_COLUMNS = _RESULT_COLUMNS.replace("packages, inputs, ", "")
+
+
+#: what a strip shows of a result: the strip index's columns, in StripRecord's order
+_STRIP_COLUMNS = "id, run_id, package, test, outcome, cached, flaky, duration, message, recorded"
 
 
 def _result_record(row: sqlite3.Row, details: bool = True) -> ResultRecord:
@@ -213,12 +257,14 @@ class HistoryStore:
             known = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.OperationalError:
             known = None  # a new database: no tables yet
-        if known is not None and int(known[0]) == SCHEMA_VERSION and self._has_index(_KEY_INDEX):
+        if known is not None and int(known[0]) == SCHEMA_VERSION and self._has_indexes():
             return  # made already: no write lock taken just to open it
         with self._write() as db:
             for statement in _TABLES.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            # its first columns are the strip index's: one index less to write a result
+            db.execute(f"DROP INDEX IF EXISTS {_OLD_TEST_INDEX}")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -231,6 +277,10 @@ class HistoryStore:
     def _has_index(self, name: str) -> bool:
         row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,))
         return row.fetchone() is not None
+
+    def _has_indexes(self) -> bool:
+        """The indexes added since the first schema are there (made by `_create` otherwise)."""
+        return all(self._has_index(name) for name in (_KEY_INDEX, _STRIP_INDEX))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -324,10 +374,23 @@ class HistoryStore:
         `ids`: the record id of each test's result, when the caller knows it: then each
         update finds its row by its key, not among every result the test ever had.
         """
-        by_id = [(change, ids[nodeid]) for nodeid, change in changes.items() if ids and nodeid in ids]
-        others = [(nodeid, change) for nodeid, change in changes.items() if not (ids and nodeid in ids)]
+        by_change: dict[str, list[int]] = {}
+        others = []
+        for nodeid, change in changes.items():
+            if ids and nodeid in ids:
+                by_change.setdefault(change, []).append(ids[nodeid])
+            else:
+                others.append((nodeid, change))
         with self._write() as db:
-            db.executemany("UPDATE results SET change = ? WHERE id = ?", by_id)
+            # a statement for each change and `_KEYS_A_QUERY` records, not one a record: a
+            # run's changes are mostly one word ("still-succeeding")
+            for change, record_ids in by_change.items():
+                for start in range(0, len(record_ids), _KEYS_A_QUERY):
+                    chunk = record_ids[start : start + _KEYS_A_QUERY]
+                    db.execute(
+                        f"UPDATE results SET change = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                        (change, *chunk),
+                    )
             for nodeid, change in others:
                 package, _, test = nodeid.partition("::")
                 db.execute(
@@ -376,6 +439,18 @@ class HistoryStore:
         rows = self._rows(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*args, limit))
         return [self._run_record(row) for row in rows]
 
+    def has_run(self, run_id: int) -> bool:
+        return self._row("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is not None
+
+    def last_run_id(self, set_spec: str, tests_dir: str, before: int | None = None) -> int | None:
+        """`last_run`'s id, without the counts of its results (four queries over them)."""
+        row = self._row(
+            "SELECT id FROM runs WHERE set_spec = ? AND tests_dir = ? AND end IS NOT NULL AND id < ? "
+            "ORDER BY id DESC LIMIT 1",
+            (set_spec, tests_dir, before if before is not None else 2**62),
+        )
+        return int(row[0]) if row is not None else None
+
     def last_run(self, set_spec: str, tests_dir: str, before: int | None = None) -> RunRecord | None:
         """The last finished run of this set and tests folder (before run `before`)."""
         row = self._row(
@@ -413,16 +488,26 @@ class HistoryStore:
 
     def key_history(self, input_key: str) -> KeyHistory:
         """What the results of one input key did: from the covering index alone, no record read."""
-        row = self._rows(
-            "SELECT count(*), coalesce(max(outcome = 'passed'), 0), "
-            "coalesce(max(outcome IN ('failed', 'error')), 0), coalesce(max(flaky), 0), "
-            "coalesce(max(outcome != 'passed'), 0) "
-            "FROM results WHERE input_key = ?",
-            (input_key,),
-        )[0]
-        return KeyHistory(
-            count=row[0], passed=bool(row[1]), bad=bool(row[2]), flaky=bool(row[3]), other=bool(row[4])
-        )
+        return self.key_histories([input_key]).get(input_key, KeyHistory())
+
+    def key_histories(self, input_keys: Iterable[str]) -> dict[str, KeyHistory]:
+        """`key_history` of many keys, a query for up to `_KEYS_A_QUERY` of them; a key with no
+        result is left out."""
+        keys = list(input_keys)
+        found: dict[str, KeyHistory] = {}
+        for start in range(0, len(keys), _KEYS_A_QUERY):
+            chunk = keys[start : start + _KEYS_A_QUERY]
+            rows = self._rows(
+                "SELECT input_key, count(*), max(outcome = 'passed'), max(outcome IN ('failed', 'error')), "
+                f"max(flaky), max(outcome != 'passed') FROM results "
+                f"WHERE input_key IN ({', '.join('?' * len(chunk))}) GROUP BY input_key",
+                tuple(chunk),
+            )
+            for key, count, passed, bad, flaky, other in rows:
+                found[key] = KeyHistory(
+                    count=count, passed=bool(passed), bad=bool(bad), flaky=bool(flaky), other=bool(other)
+                )
+        return found
 
     def key_source(self, input_key: str) -> tuple[int, int] | None:
         """(record id, run id) of the latest result of an input key that ran (not from the cache),
@@ -464,6 +549,20 @@ class HistoryStore:
         columns = _RESULT_COLUMNS if details else _BRIEF_COLUMNS
         rows = self._rows(f"SELECT {columns} FROM results {where} ORDER BY id DESC LIMIT ?", (*args, limit))
         return [_result_record(row, details) for row in rows]
+
+    def strip_records(
+        self, package: str, test: str | None = None, set_spec: str | None = None, limit: int = 20
+    ) -> list[StripRecord]:
+        """The results of a test as a strip shows them, the latest first: from the strip index
+        alone (no record read), as plain tuples."""
+        where, args = self._where(package=package, test=test, set_spec=set_spec)
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.row_factory = None  # no sqlite3.Row a result: StripRecord is a tuple
+            cursor.execute(
+                f"SELECT {_STRIP_COLUMNS} FROM results {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+            )
+            return list(map(StripRecord._make, cursor.fetchall()))
 
     def results_with_key(self, input_key: str) -> list[ResultRecord]:
         """Every result recorded under one input key, the latest first."""

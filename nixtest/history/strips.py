@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from nixtest.errors import NixtestError
-from nixtest.history.store import HistoryStore, ResultRecord
+from nixtest.history.store import HistoryStore, StripRecord
 from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
 from nixtest.reports.strip import STRIP_LENGTH
 from nixtest.reports.text import atomic_write
@@ -28,11 +28,7 @@ from nixtest.runner import format_failure
 LOGS = "history"
 
 
-def _keeps_log(record: ResultRecord) -> bool:
-    return record.is_bad or record.flaky
-
-
-def _write_log(store: HistoryStore, record: ResultRecord, folder: Path, page_dir: Path) -> str:
+def _write_log(store: HistoryStore, record: StripRecord, folder: Path, page_dir: Path) -> str:
     """Writes an earlier result's log under `folder`; its address from the page, or ""."""
     data = store.log(record.id)
     if data is None:
@@ -55,7 +51,7 @@ def _write_log(store: HistoryStore, record: ResultRecord, folder: Path, page_dir
 
 def cells(
     store: HistoryStore,
-    records: Iterable[ResultRecord],
+    records: Iterable[StripRecord],
     folder: Path,
     page_dir: Path,
     current: tuple[str, str] | None = None,
@@ -65,21 +61,25 @@ def cells(
     `current` is (run id, address of its log) for the run a page is about.
     """
     made = []
+    current_run = current[0] if current is not None else None
     for record in list(records)[:STRIP_LENGTH][::-1]:
-        is_current = current is not None and str(record.run_id) == current[0]
-        if current is not None and is_current:
-            log = current[1]
+        run = str(record.run_id)
+        is_current = run == current_run
+        if is_current:
+            log = current[1] if current is not None else ""
+        elif record.flaky or record.outcome in ("failed", "error"):
+            log = _write_log(store, record, folder, page_dir)
         else:
-            log = _write_log(store, record, folder, page_dir) if _keeps_log(record) else ""
+            log = ""
         made.append(
             Cell(
-                run=str(record.run_id),
+                run=run,
                 outcome=record.outcome,
                 when=record.recorded,
                 duration=record.duration,
                 message=record.message,
-                flaky=record.flaky,
-                cached=record.cached,
+                flaky=bool(record.flaky),
+                cached=bool(record.cached),
                 log=log,
                 current=is_current,
             )
@@ -108,6 +108,8 @@ class Strips(Mapping[str, list[Cell]]):
         self._warn = warn
         self._failed = False
         self.out = Path(os.path.abspath(out))
+        self._prefix = os.path.join(str(self.out), "")
+        self._logs = self.out / LOGS
         self.run_id = run.run_id
         self.set_spec = run.set_spec
         self._results = {result.nodeid: result for result in run.results}
@@ -136,14 +138,18 @@ class Strips(Mapping[str, list[Cell]]):
         return made
 
     def _read_strip(self, result: TestResult) -> list[Cell]:
-        records = self.store.test_results(
-            result.package, result.test, set_spec=self.set_spec, limit=STRIP_LENGTH, details=False
-        )
+        records = self.store.strip_records(result.package, result.test, self.set_spec, STRIP_LENGTH)
         log = ""
         if result.log_path and os.path.exists(result.log_path):
-            log = os.path.relpath(result.log_path, self.out)
+            log = self._relative(result.log_path)
         current = (self.run_id, log) if self.run_id else None
-        return cells(self.store, records, self.out / LOGS, self.out, current)
+        return cells(self.store, records, self._logs, self.out, current)
+
+    def _relative(self, path: str) -> str:
+        """`os.path.relpath(path, self.out)`, without its work a test for a log under OUT."""
+        if path.startswith(self._prefix) and os.path.normpath(path) == path:
+            return path[len(self._prefix) :]
+        return os.path.relpath(path, self.out)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._results)
@@ -213,7 +219,7 @@ def write_history_page(store: HistoryStore, page: Path, limit: int = STRIP_LENGT
     several_sets = len({key[0] for key in tests}) > 1
     history_rows = []
     for (set_spec, package, test), change in tests.items():
-        records = store.test_results(package, test, set_spec=set_spec, limit=STRIP_LENGTH, details=False)
+        records = store.strip_records(package, test, set_spec, STRIP_LENGTH)
         name = f"{package}::{test}" + (f" ({set_spec})" if several_sets else "")
         history_rows.append(HistoryRow(name, cells(store, records, folder, page.parent), change))
     page.parent.mkdir(parents=True, exist_ok=True)
