@@ -5,6 +5,8 @@ tests/test_history_view.py checks the same pages from real runs in Chromium.
 
 from __future__ import annotations
 
+import html
+
 import lxml.html as lxml_html
 
 from nixtest.reports.historyhtml import HistoryRow, RunRow, render_history
@@ -57,6 +59,28 @@ def test_a_strip_never_carries_markup_from_a_message() -> None:
     text = strip_html(cells("FFF"))
     assert "<script" not in text
     assert boxes(text)[0].get("title").endswith(EVIL)
+
+
+def test_a_box_title_is_escaped_as_a_whole_would_be() -> None:
+    """The title is escaped a part at a time (a run id or an outcome only when it needs it):
+    the same attribute as `html.escape` of the whole title, each time formatted the same."""
+    from datetime import datetime
+
+    from nixtest.reports.strip import cell_title
+
+    odd = [
+        Cell(run="12", outcome="failed", when=1_700_000_059.999, message=EVIL + " & 'x'"),
+        Cell(run='1"<2', outcome="<odd>&", when=1_700_000_060.0, message="é & <b>", flaky=True),
+        Cell(run="3", outcome="error", when=0.5, message="", cached=True, current=True),
+        Cell(run="4", outcome="passed", when=1_700_003_599.5, message="ignored for a pass"),
+    ]
+    for cell in odd:
+        title = cell_title(cell)
+        assert datetime.fromtimestamp(cell.when).strftime("%Y-%m-%d %H:%M") in title
+        box = strip_html([cell])
+        assert f'title="{html.escape(title, quote=True)}"' in box
+        assert f'data-run="{html.escape(cell.run, quote=True)}"' in box
+        assert boxes(box)[0].get("title") == title
 
 
 def test_the_history_page_puts_newly_failing_first_and_marks_flaky() -> None:

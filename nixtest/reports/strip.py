@@ -11,9 +11,11 @@ pages keep their Content-Security-Policy.
 
 from __future__ import annotations
 
+import functools
 import html
+import math
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from nixtest.results import HistoryCell as Cell
@@ -43,17 +45,38 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def cell_title(cell: Cell) -> str:
-    when = datetime.fromtimestamp(cell.when).strftime("%Y-%m-%d %H:%M")
+@functools.lru_cache(maxsize=4096)
+def _minute(second: int) -> str:
+    """The local time of a whole second, to the minute: the same for every time within it."""
+    return datetime.fromtimestamp(second).strftime("%Y-%m-%d %H:%M")
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _safe(text: str) -> str:
+    """`text` escaped for an attribute; a run id, an outcome (digits, letters) as they are."""
+    return text if text.isalnum() else _esc(text)
+
+
+def cell_title(cell: Cell, escape: Callable[[str], str] = _same) -> str:
+    """The box's title; with `escape`, escaped for an attribute.
+
+    Only the run, the outcome and the message are escaped: the rest is digits, letters and
+    punctuation that needs none, and `html.escape` of a text is that of its parts, joined.
+    """
+    # a strip's cells of one run were recorded within a few seconds: each second formatted once
+    when = _minute(math.floor(cell.when))
     marks = [
         m for m, on in (("flaky", cell.flaky), ("cached", cell.cached), ("this run", cell.current)) if on
     ]
-    title = f"run {cell.run}, {when}: {cell.outcome}"
+    title = f"run {escape(cell.run)}, {when}: {escape(cell.outcome)}"
     if marks:
         title += f" ({', '.join(marks)})"
     title += f", {cell.duration:.2f} s"
     if cell.message and cell.bad:
-        title += f" — {cell.message[:200]}"
+        title += f" — {escape(cell.message[:200])}"
     return title
 
 
@@ -64,16 +87,16 @@ def strip_html(cells: Sequence[Cell]) -> str:
         return ""
     parts = [f'<span class="strip" title="the last {len(shown)} results, oldest first">']
     for cell in shown:
-        classes = " ".join(
-            ["cell", cell.outcome if cell.outcome in LETTERS else "error"]
-            + [
-                m
-                for m, on in (("flaky", cell.flaky), ("cached", cell.cached), ("current", cell.current))
-                if on
-            ]
-        )
-        letter = LETTERS.get(cell.outcome, "?")
-        attrs = f'class="{classes}" title="{_esc(cell_title(cell))}" data-run="{_esc(cell.run)}"'
+        outcome = cell.outcome
+        classes = "cell " + (outcome if outcome in LETTERS else "error")
+        if cell.flaky:
+            classes += " flaky"
+        if cell.cached:
+            classes += " cached"
+        if cell.current:
+            classes += " current"
+        letter = LETTERS.get(outcome, "?")
+        attrs = f'class="{classes}" title="{cell_title(cell, _safe)}" data-run="{_safe(cell.run)}"'
         if cell.log:
             href = urllib.parse.quote(cell.log)
             parts.append(f'<a {attrs} href="{_esc(href)}">{letter}</a>')
