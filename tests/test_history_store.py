@@ -352,6 +352,11 @@ def test_the_comparison_and_flaky_check_read_no_whole_result(
             assert column not in read, sql
         assert not (read.strip() == "SELECT *" and source.startswith("RESULTS")), sql
     assert any(" FROM RUNS WHERE" in sql.upper() for sql in selects)  # runs are read, results are not
+    # and what is read of the results comes from an index: no record is looked up in the table
+    for sql in selects:
+        if " results " in sql:
+            plan = " ".join(str(row[-1]) for row in store._db.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "COVERING INDEX" in plan and "SCAN results" not in plan, (sql, plan)
     monkeypatch.undo()
     assert {r.nodeid: r.change for r in store.run_results(second.run_id)} == {
         r.nodeid: r.change for r in run.results
@@ -658,12 +663,15 @@ def test_a_strip_is_read_from_the_strip_index_alone(tmp_path: Path) -> None:
     (sql,) = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     plan = store._db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
     assert "COVERING INDEX results_strip" in " ".join(str(row[-1]) for row in plan)
-    # a database of an earlier nixtest: results_test, no results_strip
+    # a database of an earlier nixtest: results_test and results_run instead
     store._db.execute("DROP INDEX results_strip")
+    store._db.execute("DROP INDEX results_run_outcome")
     store._db.execute("CREATE INDEX results_test ON results (package, test, set_spec)")
+    store._db.execute("CREATE INDEX results_run ON results (run_id)")
     store.close()
     again = HistoryStore(path)
     assert again._has_index("results_strip") and not again._has_index("results_test")
+    assert again._has_index("results_run_outcome") and not again._has_index("results_run")
     assert again.strip_records("a", "t", "host") == store_records_of(path)
 
 
