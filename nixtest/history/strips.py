@@ -30,6 +30,9 @@ LOGS = "history"
 
 def _write_log(store: HistoryStore, record: StripRecord, folder: Path, page_dir: Path) -> str:
     """Writes an earlier result's log under `folder`; its address from the page, or ""."""
+    path = folder / f"run-{record.run_id}" / record.package / f"{record.test}.log"
+    if path.exists():  # a run's log never changes once recorded: not read again every run
+        return os.path.relpath(path, page_dir)
     data = store.log(record.id)
     if data is None:
         # not kept (over the size limit, or recorded before logs of failures were):
@@ -40,12 +43,10 @@ def _write_log(store: HistoryStore, record: StripRecord, folder: Path, page_dir:
             return ""
         note = "nixtest: the full log of this result was not kept; its report as recorded:\n"
         data = (note + format_failure(result) + "\n").encode("utf-8", "replace")
-    path = folder / f"run-{record.run_id}" / record.package / f"{record.test}.log"
-    if not path.exists():  # a run's log never changes once recorded
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
     return os.path.relpath(path, page_dir)
 
 
