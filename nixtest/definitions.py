@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from nixtest.errors import DefinitionError
 
@@ -193,12 +195,51 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def display_path(path: Path) -> str:
-    """A path as the user wants to read it: relative to the current folder when below it."""
+def display_path(path: Path | str) -> str:
+    """A path as the user wants to read it: relative to the current folder when below it.
+
+    `os.path.relpath(path)`; a normal absolute path below the current folder is cut by
+    hand, to the same text (relpath split and joined every component: about 15 us a
+    call, twice a test).
+    """
+    text = os.fspath(path)
+    if text.startswith("/"):
+        cwd = os.getcwd()
+        norm = os.path.normpath(text)
+        if (
+            norm.startswith(cwd)
+            and norm[len(cwd) : len(cwd) + 1] == "/"
+            and cwd != "/"
+            and not cwd.startswith("//")
+            and os.path.normpath(cwd) == cwd
+        ):
+            return norm[len(cwd) + 1 :]
     try:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
+
+
+def real_path(path: Path | str, known: dict[str, str]) -> str:
+    """`os.path.realpath(path)`, the real paths of the folders above it kept in `known`.
+
+    Collection asks it for every package folder, each a child of the same few
+    folders: resolving the folder above once, and then only whether the last
+    name is a symlink, is one `lstat` instead of one per component.
+    """
+    text = os.fspath(path)
+    return os.path.realpath(text) if os.path.islink(text) else _real_parent(text, known)
+
+
+def _real_parent(text: str, known: dict[str, str]) -> str:
+    """`os.path.realpath(text)` for a `text` whose last name is no symlink."""
+    head, name = os.path.split(text)
+    if not head.startswith("/") or name in ("", ".", ".."):
+        return os.path.realpath(text)
+    real = known.get(head)
+    if real is None:
+        real = known[head] = os.path.realpath(head)
+    return real + name if real.endswith("/") else f"{real}/{name}"
 
 
 def find_packages(tests_dir: Path) -> list[Path]:
@@ -236,11 +277,22 @@ def _read_definitions(file: Path) -> str:
         raise DefinitionsUnreadable(f"is larger than {MAX_FILE // (1024 * 1024)} MiB")
     # O_NONBLOCK: a FIFO swapped in after the check does not hang the run
     fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_FILE + 1)
-    if len(data) > MAX_FILE:
+    try:
+        # reads of the size the file has (one, and the one that finds its end): a
+        # buffered read(MAX_FILE + 1) allocated 4 MiB a file
+        chunks: list[bytes] = []
+        total = 0
+        while total <= MAX_FILE:
+            chunk = os.read(fd, min(MAX_FILE + 1 - total, max(info.st_size + 1 - total, 1 << 16)))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > MAX_FILE:
         raise DefinitionsUnreadable(f"is larger than {MAX_FILE // (1024 * 1024)} MiB")
-    return data.decode("utf-8")
+    return b"".join(chunks).decode("utf-8")
 
 
 class DefinitionsUnreadable(Exception):
@@ -283,60 +335,140 @@ def _bound_aliases(text: str) -> None:
             )
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+#: the other scalars a tests.yaml holds, made by the safe loader's own constructors
+_SCALARS = {
+    f"tag:yaml.org,2002:{kind}": SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{kind}"]
+    for kind in ("int", "float", "bool", "null")
+}
+
+_KEY_TAGS = frozenset({_STR_TAG, *_SCALARS})
+
+
+class _Unusual(Exception):
+    """A document `_plain_document` leaves to PyYAML's constructor (an alias, a merge key, a tag)."""
+
+
+def _load(text: str) -> Any:
+    """`yaml.load(text, Loader=_UniqueKeyLoader)` after `_bound_aliases(text)`, made cheaper.
+
+    libyaml parses the document into nodes once; a plain document (no alias,
+    no merge key, only strings, numbers, booleans, nulls, mappings and lists:
+    every tests.yaml nixtest wrote) is made into values here, the nodes
+    counted as `_bound_aliases` counts them.  Anything else, a malformed
+    document too, takes the full way: the alias check, then PyYAML's own
+    constructor, the same values and the same errors.  The full way cost about
+    60-120 us a tests.yaml, this one a third of it.
+    """
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _plain_document(loader, node)
+    except (yaml.YAMLError, _Unusual, RecursionError):
+        pass
+    finally:
+        loader.dispose()
+    _bound_aliases(text)
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
+def _plain_document(loader: _UniqueKeyLoader, root: Node) -> Any:
+    """The values of a document's nodes, as `_UniqueKeyLoader` makes them; `_Unusual` if it is not plain."""
+    seen: set[int] = set()
+
+    def value(node: Node) -> Any:
+        if id(node) in seen:
+            raise _Unusual  # an alias: a node met twice
+        seen.add(id(node))
+        if len(seen) > MAX_NODES:
+            raise _Unusual  # the full way refuses it, in its words
+        tag = node.tag
+        if type(node) is ScalarNode:
+            if tag == _STR_TAG:
+                return node.value
+            make = _SCALARS.get(tag)
+            if make is None:
+                raise _Unusual
+            return make(loader, node)
+        if type(node) is SequenceNode and tag == _SEQ_TAG:
+            return [value(item) for item in node.value]
+        if type(node) is not MappingNode or tag != _MAP_TAG:
+            raise _Unusual
+        mapping = _Mapping()
+        keys: set[Any] = set()
+        duplicates: list[str] = []
+        for key_node, value_node in node.value:
+            if type(key_node) is not ScalarNode or key_node.tag not in _KEY_TAGS:
+                raise _Unusual  # a merge key (`<<`), `=`, a mapping as a key...
+            key = value(key_node)
+            if isinstance(key, (str, int, float, bool)):  # as `_construct_mapping` notes them
+                if key in keys and str(key) not in duplicates:
+                    duplicates.append(str(key))
+                keys.add(key)
+            mapping[key] = value(value_node)
+        mapping.duplicates = tuple(duplicates)
+        return mapping
+
+    return value(root)
+
+
 def quote(value: object) -> str:
     """`repr(value)`, cut to `QUOTE_LIMIT` characters: an error message stays one short line."""
     text = repr(value)
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
-def load_package(package_dir: Path) -> list[Definition]:
-    """Every test of one package folder, each valid or carrying its error."""
-    package_dir = package_dir.resolve()
+def load_package(package_dir: Path, realpaths: dict[str, str] | None = None) -> list[Definition]:
+    """Every test of one package folder, each valid or carrying its error.
+
+    `realpaths`: the real paths of the folders above package folders, kept by the caller
+    for the packages to come (`real_path`); without it the folder is resolved whole.
+    """
+    if realpaths is not None and os.path.isabs(package_dir) and not os.path.islink(package_dir):
+        package_dir = Path(_real_parent(os.fspath(package_dir), realpaths))
+    else:
+        package_dir = package_dir.resolve()
     file = package_dir / DEFINITIONS_FILE
     package = package_dir.name
-    shown = display_path(file)
+
+    def bad(key: str | None, problem: str) -> list[Definition]:
+        # the file's name as shown is made only for an error (relpath: 15 us a package)
+        error = DefinitionError(display_path(file), None, key, problem)
+        return [BadTest(package, DEFINITIONS_FILE, file, error)]
+
     try:
-        text = _read_definitions(file)
-        _bound_aliases(text)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = _load(_read_definitions(file))
     except DefinitionsUnreadable as exc:
-        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, str(exc)))]
+        return bad(None, str(exc))
     except (OSError, UnicodeDecodeError) as exc:
-        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, _why(exc)))]
+        return bad(None, _why(exc))
     except yaml.YAMLError as exc:
-        problem = "malformed YAML: " + " ".join(str(exc).split())[:500]
-        return [BadTest(package, DEFINITIONS_FILE, file, DefinitionError(shown, None, None, problem))]
+        return bad(None, "malformed YAML: " + " ".join(str(exc).split())[:500])
     if not isinstance(data, dict):
-        err = DefinitionError(shown, None, None, f"must be a mapping with key 'tests', got {_typename(data)}")
-        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+        return bad(None, f"must be a mapping with key 'tests', got {_typename(data)}")
     if _duplicates(data):
-        key = _duplicates(data)[0]
-        err = DefinitionError(shown, None, key, "is given twice; the file holds one key, 'tests'")
-        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+        return bad(_duplicates(data)[0], "is given twice; the file holds one key, 'tests'")
     extra = sorted(str(k) for k in data if k != "tests")
     if extra or "tests" not in data:
         problem = f"unknown key {quote(extra[0])}" if extra else "missing key 'tests'"
-        key = extra[0] if extra else "tests"
-        err = DefinitionError(shown, None, key, problem + "; the file holds one key, 'tests'")
-        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+        return bad(extra[0] if extra else "tests", problem + "; the file holds one key, 'tests'")
     tests = data["tests"]
     if not isinstance(tests, dict) or not tests:
-        err = DefinitionError(
-            shown, None, "tests", f"must be a non-empty mapping of test names, got {_typename(tests)}"
-        )
-        return [BadTest(package, DEFINITIONS_FILE, file, err)]
+        return bad("tests", f"must be a non-empty mapping of test names, got {_typename(tests)}")
     result: list[Definition] = []
     twice = set(_duplicates(tests))
     for raw_name, body in tests.items():
         name = str(raw_name)
         try:
             if name in twice:
-                raise DefinitionError(shown, name, None, "the test is given twice")
+                raise DefinitionError(display_path(file), name, None, "the test is given twice")
             if not isinstance(raw_name, str):
                 # YAML reads `true:`, `no:`, `null:`, `1.10:` as other things than their text
                 problem = f"a test name must be a string: YAML read {_typename(raw_name)}; quote it"
-                raise DefinitionError(shown, name, None, problem)
-            result.append(_parse_test(package, name, file, shown, body))
+                raise DefinitionError(display_path(file), name, None, problem)
+            result.append(_parse_test(package, name, file, body))
         except DefinitionError as err:
             safe = name if TEST_NAME.match(name) and name not in (".", "..") else _safe_name(name)
             result.append(BadTest(package, safe, file, err))
@@ -369,14 +501,13 @@ def _typename(value: object) -> str:
 class _Checker:
     """Validates one test's mapping, raising errors that name file, test and key."""
 
-    def __init__(self, file: Path, shown: str, test: str) -> None:
+    def __init__(self, file: Path, test: str) -> None:
         self.file = file
-        self.shown = shown
         self.test = test
         self.base = file.parent
 
     def fail(self, key: str | None, problem: str) -> DefinitionError:
-        return DefinitionError(self.shown, self.test, key, problem)
+        return DefinitionError(display_path(self.file), self.test, key, problem)
 
     def string(self, key: str, value: Any, *, empty: bool = False) -> str:
         if not isinstance(value, str):
@@ -432,8 +563,8 @@ class _Checker:
         return patterns
 
 
-def _parse_test(package: str, name: str, file: Path, shown: str, body: Any) -> TestDef:
-    check = _Checker(file, shown, name)
+def _parse_test(package: str, name: str, file: Path, body: Any) -> TestDef:
+    check = _Checker(file, name)
     if not TEST_NAME.match(name) or name in (".", ".."):
         raise check.fail(None, "a test name holds only letters, digits, '-', '_' and '.'")
     if not isinstance(body, dict):

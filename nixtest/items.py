@@ -20,7 +20,9 @@ class PackageFolder(pytest.Directory):
     """`package_tests/<package>/`: its tests come from `tests.yaml`, never from importing its files."""
 
     def collect(self) -> Iterator[PackageTest]:
-        for definition in load_package(self.path):
+        # the real paths of the folders above package folders, found once a run
+        realpaths = self.config.stash.setdefault(REALPATHS_KEY, {})
+        for definition in load_package(self.path, realpaths):
             yield PackageTest.from_parent(self, name=definition.name, definition=definition)
 
 
@@ -93,6 +95,8 @@ class PackageTest(pytest.Item):
 
 
 CONTEXT_KEY = pytest.StashKey[Context]()
+#: folder -> its real path, for the folders that hold package folders (`definitions.real_path`)
+REALPATHS_KEY = pytest.StashKey[dict[str, str]]()
 #: in the process that writes the reports: node id -> the result its item just
 #: recorded, taken by `ResultCollector` from the report that follows
 HANDOFF_KEY = pytest.StashKey[dict[str, TestResult]]()

@@ -137,7 +137,8 @@ def reaper_lines(python: str) -> tuple[str, ...]:
 
 
 def wrapper_path(out: Path, package: str, test: str) -> Path:
-    return out / "rerun" / package / test
+    # one Path made from the joined text, not one a part (pathlib parses each)
+    return Path(os.path.join(out, "rerun", package, test))
 
 
 def q(value: str | os.PathLike[str]) -> str:
@@ -149,148 +150,223 @@ def seconds(value: float) -> str:
     return f"{value:f}".rstrip("0").rstrip(".") or "0"
 
 
+def _block(*lines: str) -> str:
+    """Lines of a wrapper that are the same in every wrapper, joined once."""
+    return "\n".join(lines)
+
+
+_HELP = _block(
+    "# It recreates the test's environment and working directory and runs the test.",
+    "#   --keep           keep the working directory and print its path",
+    "#   --workdir DIR    use DIR (new or empty) as the working directory",
+    "#   --shell          prepare everything, then start a shell there instead of the test",
+    "#   --ipdb           run in the foreground; open ipdb where the test fails",
+)
+_TOOLS = _block(
+    "",
+    "# The wrapper's own tools; the test gets its profile's PATH.",
+    "PATH=/usr/bin:/bin",
+    "export PATH",
+    "umask 022",
+)
+_OPTIONS = _block(
+    "",
+    "nt_usage() {",
+    "    printf 'usage: %s [--keep] [--workdir DIR] [--shell] [--ipdb] [--timeout S]\\n' \"$0\"",
+    "}",
+    "nt_keep=0 nt_mode=run nt_workdir= nt_result=",
+    'while [ "$#" -gt 0 ]; do',
+    '    case "$1" in',
+    "        --keep) nt_keep=1 ;;",
+    "        --shell) nt_mode=shell ;;",
+    "        --ipdb) nt_mode=ipdb ;;",
+    "        --prepare) nt_mode=prepare ;;  # nixtest's own: the working directory only",
+    "        --workdir|--result|--timeout)",
+    '            if [ "$#" -lt 2 ]; then printf \'%s: %s needs a value\\n\' "$0" "$1" >&2; exit 4; fi',
+    '            case "$1" in',
+    "                --workdir) nt_workdir=$2 ;; --result) nt_result=$2 ;; *) nt_timeout=$2 ;;",
+    "            esac",
+    "            shift ;;",
+    "        --workdir=*) nt_workdir=${1#--workdir=} ;;",
+    "        --result=*) nt_result=${1#--result=} ;;",
+    "        --timeout=*) nt_timeout=${1#--timeout=} ;;",
+    "        -h|--help) nt_usage; exit 0 ;;",
+    '        *) printf \'%s: unknown option: %s\\n\' "$0" "$1" >&2; nt_usage >&2; exit 4 ;;',
+    "    esac",
+    "    shift",
+    "done",
+    'case "$nt_timeout" in',
+    "    ''|.|*[!0-9.]*|*.*.*)",
+    '        printf \'%s: --timeout takes a number of seconds, got %s\\n\' "$0" "$nt_timeout" >&2',
+    "        exit 4 ;;",
+    "esac",
+    "# A run of nixtest's (--result) is timed by nixtest, which kills the whole process group.",
+    'if [ -n "$nt_result" ]; then nt_timeout=0; fi',
+)
+#: a test whose commands run in processes of their own has no Python frame of the test's
+_NO_IPDB = {
+    kind: _block(
+        'if [ "$nt_mode" = ipdb ]; then',
+        f"    printf 'nixtest: %s is {article}: test: "
+        "it has no Python frame to debug; "
+        '%s --shell opens a shell in its environment\\n\' "$nt_name" "$0" >&2',
+        "    exit 4",
+        "fi",
+    )
+    for kind, article in (("run", "a run"), ("imports", "an imports"), ("autopkgtest", "an autopkgtest"))
+}
+_TRUSTED = _block(
+    "",
+    "nt_trusted() {",
+    "    nt_me=$(id -u) nt_d=$1 nt_self=1",
+    "    while :; do",
+    '        set -- $(ls -ldn -- "$nt_d")',
+    '        case "$nt_self:$3" in',
+    '            1:"$nt_me"|0:"$nt_me"|0:0) ;;',
+    "            *) printf '%s: --workdir %s: %s belongs to another user (uid %s)\\n' "
+    '"$0" "$nt_workdir" "$nt_d" "$3" >&2; return 1 ;;',
+    "        esac",
+    '        case "$1" in',
+    "            ?????w*|????????w*)",
+    '                case "$nt_self:$1" in 0:?????????[tT]*) ;; *)',
+    "                    printf '%s: --workdir %s: %s can be written by other users\\n' "
+    '"$0" "$nt_workdir" "$nt_d" >&2; return 1 ;;',
+    "                esac ;;",
+    "        esac",
+    '        if [ "$nt_d" = / ]; then return 0; fi',
+    "        nt_d=${nt_d%/*} nt_self=0",
+    '        if [ -z "$nt_d" ]; then nt_d=/; fi',
+    "    done",
+    "}",
+    "# A new working directory of its own.",
+    "nt_runner=0",
+    'if [ -n "$nt_workdir" ] && [ -n "$nt_result" ]; then',
+    "    # nixtest's own run: it made this empty folder (and .tmp) and removes it afterwards",
+    "    nt_wd=$nt_workdir nt_runner=1",
+    'elif [ -n "$nt_workdir" ]; then',
+    '    mkdir -p -- "$nt_workdir" || exit 3',
+    '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
+    "    # as sudo and OpenSSH do: no folder another user owns or can write to, nor below one",
+    '    nt_trusted "$nt_wd" || exit 4',
+    '    if [ -n "$(ls -A -- "$nt_wd")" ]; then',
+    '        printf \'%s: --workdir %s is not empty\\n\' "$0" "$nt_workdir" >&2; exit 4',
+    "    fi",
+    "else",
+)
+_CLEANUP = _block(
+    "fi",
+    'if [ ! -d "$nt_wd/.tmp" ]; then mkdir -- "$nt_wd/.tmp" || { rm -rf -- "$nt_wd"; exit 3; }; fi',
+    "nt_cleanup() {",
+    '    if [ "$nt_runner" = 1 ]; then',
+    "        :  # the runner removes the folder it made",
+    '    elif [ "$nt_keep" = 1 ]; then',
+    "        printf 'nixtest: working directory kept: %s\\n' \"$nt_wd\" >&2",
+    "    else",
+    "        # a test may leave read-only folders behind; only then is chmod worth a process",
+    '        rm -rf -- "$nt_wd" 2>/dev/null || { chmod -R u+w -- "$nt_wd"; rm -rf -- "$nt_wd"; }',
+    "    fi",
+    "}",
+    "nt_fail() {",
+    '    printf \'nixtest: %s: could not prepare the working directory: %s\\n\' "$nt_name" "$1" >&2',
+    "    nt_cleanup; exit 3",
+    "}",
+    "trap 'nt_cleanup; exit 130' INT",
+    "trap 'nt_cleanup; exit 143' TERM",
+    "trap 'nt_cleanup; exit 129' HUP",
+)
+_PROFILE_LINK = _block(
+    # nixtest's own run makes this link itself (runner.profile_link): a process less a test
+    'if [ "$nt_runner" = 0 ] || [ ! -L "$nt_wd/profile" ]; then',
+    '    ln -s -- "$nt_profile" "$nt_wd/profile" || nt_fail profile',
+    "fi",
+)
+_SUPERVISOR = _block(
+    'cd -- "$nt_wd" || nt_fail cd',
+    # nixtest's own run of a Python-driven test: its zygote starts the driver (nixtest.child.zygote)
+    'if [ "$nt_mode" = prepare ] && [ "$nt_runner" = 1 ]; then exit 0; fi',
+    "",
+    "# The test's environment: cleared, then the profile, the test's variables, its secrets.",
+)
+_SUPERVISOR_NOTE = _block(
+    "# The supervisor (nixtest.child.reaper) clears the environment as `env -i` does, takes the",
+    "# secrets from ours by name (no value is ever in an argv), and ends every process the",
+    "# test leaves behind.  It dies with its parent: with nixtest, or with this script.",
+    'if [ "$nt_runner" = 1 ]; then nt_parent=$PPID; else nt_parent=$$; fi',
+    "nt_timer=0",
+)
+_SHELL_END = _block(
+    "    # bash reads no rc file (the host's /etc/bash.bashrc): the test reads none either",
+    '    if [ "${nt_shell##*/}" = bash ]; then set -- "$@" --norc; fi',
+    '    "$@" -i',
+    "    nt_status=$?",
+)
+_DRIVER_END = _block(
+    '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
+    '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',
+    '    set -- "$@" --timeout "$nt_timeout"',
+    '    if [ "$nt_runner" = 1 ]; then exec "$@"; fi  # nothing is left to do after it',
+    '    "$@"',
+    "    nt_status=$?",
+)
+_RUN_TIMED = _block(
+    "    nt_rc=$?",
+    '    if [ "$nt_timer" != 0 ] && [ "$nt_rc" -eq 124 ]; then',
+    '        printf \'nixtest: %s timed out after %s seconds\\n\' "$nt_name" "$nt_timer" >&2',
+    "    fi",
+)
+_END = _block("fi", "nt_cleanup", 'exit "$nt_status"', "")
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted(value: str) -> str:
+    """`q` of a value many wrappers of a run share (the interpreter, a profile's shells)."""
+    return shlex.quote(value)
+
+
 def render(plan: WrapperPlan) -> str:
-    """The wrapper script's text."""
+    """The wrapper script's text.
+
+    The parts every wrapper shares are joined once (`_block`): the text is the
+    same as line by line, made in about half the time.
+    """
     t = plan.test
     name = f"{t.package}::{t.name}"
-    shells = [plan.profile / "bin" / s for s in ("bash", "sh")]
+    profile = os.fspath(plan.profile)
+    timeout = seconds(t.timeout)
     lines = [
         "#!/bin/sh",
         f"# nixtest wrapper for {name} (written by nixtest {__version__}).",
-        "# It recreates the test's environment and working directory and runs the test.",
-        "#   --keep           keep the working directory and print its path",
-        "#   --workdir DIR    use DIR (new or empty) as the working directory",
-        "#   --shell          prepare everything, then start a shell there instead of the test",
-        "#   --ipdb           run in the foreground; open ipdb where the test fails",
-        f"#   --timeout S      stop the test after S seconds (default {seconds(t.timeout)}; 0: never)",
+        _HELP,
+        f"#   --timeout S      stop the test after S seconds (default {timeout}; 0: never)",
     ]
     if t.secrets:
         lines.append("# Secrets, read from your environment when it runs: " + " ".join(t.secrets))
     lines += [
-        "",
-        "# The wrapper's own tools; the test gets its profile's PATH.",
-        "PATH=/usr/bin:/bin",
-        "export PATH",
-        "umask 022",
+        _TOOLS,
         f"nt_name={q(name)}",
-        f"nt_profile={q(plan.profile)}",
-        f"nt_python={q(plan.python)}",
+        f"nt_profile={q(profile)}",
+        f"nt_python={_quoted(plan.python)}",
         # the test's supervisor (nixtest.child.reaper): standard library only, so started
         # without the site module (half an interpreter's start-up) when its file is known
         *reaper_lines(plan.python),
         "nt_shell=/bin/sh",
-        f"nt_timeout={seconds(t.timeout)}",
+        f"nt_timeout={timeout}",
     ]
-    for shell in reversed(shells):
-        lines.append(f"if [ -x {q(shell)} ]; then nt_shell={q(shell)}; fi")
-    lines += [
-        "",
-        "nt_usage() {",
-        "    printf 'usage: %s [--keep] [--workdir DIR] [--shell] [--ipdb] [--timeout S]\\n' \"$0\"",
-        "}",
-        "nt_keep=0 nt_mode=run nt_workdir= nt_result=",
-        'while [ "$#" -gt 0 ]; do',
-        '    case "$1" in',
-        "        --keep) nt_keep=1 ;;",
-        "        --shell) nt_mode=shell ;;",
-        "        --ipdb) nt_mode=ipdb ;;",
-        "        --prepare) nt_mode=prepare ;;  # nixtest's own: the working directory only",
-        "        --workdir|--result|--timeout)",
-        '            if [ "$#" -lt 2 ]; then printf \'%s: %s needs a value\\n\' "$0" "$1" >&2; exit 4; fi',
-        '            case "$1" in',
-        "                --workdir) nt_workdir=$2 ;; --result) nt_result=$2 ;; *) nt_timeout=$2 ;;",
-        "            esac",
-        "            shift ;;",
-        "        --workdir=*) nt_workdir=${1#--workdir=} ;;",
-        "        --result=*) nt_result=${1#--result=} ;;",
-        "        --timeout=*) nt_timeout=${1#--timeout=} ;;",
-        "        -h|--help) nt_usage; exit 0 ;;",
-        '        *) printf \'%s: unknown option: %s\\n\' "$0" "$1" >&2; nt_usage >&2; exit 4 ;;',
-        "    esac",
-        "    shift",
-        "done",
-        'case "$nt_timeout" in',
-        "    ''|.|*[!0-9.]*|*.*.*)",
-        '        printf \'%s: --timeout takes a number of seconds, got %s\\n\' "$0" "$nt_timeout" >&2',
-        "        exit 4 ;;",
-        "esac",
-        "# A run of nixtest's (--result) is timed by nixtest, which kills the whole process group.",
-        'if [ -n "$nt_result" ]; then nt_timeout=0; fi',
-    ]
-    if t.kind in ("run", "imports", "autopkgtest"):
-        # Its commands run in processes of their own: there is no Python frame of the test's.
-        article = {"run": "a run", "imports": "an imports", "autopkgtest": "an autopkgtest"}[t.kind]
-        lines += [
-            'if [ "$nt_mode" = ipdb ]; then',
-            f"    printf 'nixtest: %s is {article}: test: "
-            "it has no Python frame to debug; "
-            '%s --shell opens a shell in its environment\\n\' "$nt_name" "$0" >&2',
-            "    exit 4",
-            "fi",
-        ]
+    for shell in ("sh", "bash"):
+        quoted = _quoted(f"{profile}/bin/{shell}")
+        lines.append(f"if [ -x {quoted} ]; then nt_shell={quoted}; fi")
+    lines.append(_OPTIONS)
+    if t.kind in _NO_IPDB:
+        lines.append(_NO_IPDB[t.kind])
     for secret in t.secrets:
         lines.append(
             f'if [ -z "${{{secret}+x}}" ]; then printf \'nixtest: %s: the secret %s is not set '
             f'in your environment\\n\' "$nt_name" {secret} >&2; fi'
         )
-    template = f"nixtest-{t.package}-{t.name}.XXXXXX"
     lines += [
-        "",
-        "nt_trusted() {",
-        "    nt_me=$(id -u) nt_d=$1 nt_self=1",
-        "    while :; do",
-        '        set -- $(ls -ldn -- "$nt_d")',
-        '        case "$nt_self:$3" in',
-        '            1:"$nt_me"|0:"$nt_me"|0:0) ;;',
-        "            *) printf '%s: --workdir %s: %s belongs to another user (uid %s)\\n' "
-        '"$0" "$nt_workdir" "$nt_d" "$3" >&2; return 1 ;;',
-        "        esac",
-        '        case "$1" in',
-        "            ?????w*|????????w*)",
-        '                case "$nt_self:$1" in 0:?????????[tT]*) ;; *)',
-        "                    printf '%s: --workdir %s: %s can be written by other users\\n' "
-        '"$0" "$nt_workdir" "$nt_d" >&2; return 1 ;;',
-        "                esac ;;",
-        "        esac",
-        '        if [ "$nt_d" = / ]; then return 0; fi',
-        "        nt_d=${nt_d%/*} nt_self=0",
-        '        if [ -z "$nt_d" ]; then nt_d=/; fi',
-        "    done",
-        "}",
-        "# A new working directory of its own.",
-        "nt_runner=0",
-        'if [ -n "$nt_workdir" ] && [ -n "$nt_result" ]; then',
-        "    # nixtest's own run: it made this empty folder (and .tmp) and removes it afterwards",
-        "    nt_wd=$nt_workdir nt_runner=1",
-        'elif [ -n "$nt_workdir" ]; then',
-        '    mkdir -p -- "$nt_workdir" || exit 3',
-        '    nt_wd=$(cd -- "$nt_workdir" && pwd -P) || exit 3',
-        "    # as sudo and OpenSSH do: no folder another user owns or can write to, nor below one",
-        '    nt_trusted "$nt_wd" || exit 4',
-        '    if [ -n "$(ls -A -- "$nt_wd")" ]; then',
-        '        printf \'%s: --workdir %s is not empty\\n\' "$0" "$nt_workdir" >&2; exit 4',
-        "    fi",
-        "else",
-        f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(template)}) || exit 3',
-        "fi",
-        'if [ ! -d "$nt_wd/.tmp" ]; then mkdir -- "$nt_wd/.tmp" || { rm -rf -- "$nt_wd"; exit 3; }; fi',
-        "nt_cleanup() {",
-        '    if [ "$nt_runner" = 1 ]; then',
-        "        :  # the runner removes the folder it made",
-        '    elif [ "$nt_keep" = 1 ]; then',
-        "        printf 'nixtest: working directory kept: %s\\n' \"$nt_wd\" >&2",
-        "    else",
-        "        # a test may leave read-only folders behind; only then is chmod worth a process",
-        '        rm -rf -- "$nt_wd" 2>/dev/null || { chmod -R u+w -- "$nt_wd"; rm -rf -- "$nt_wd"; }',
-        "    fi",
-        "}",
-        "nt_fail() {",
-        '    printf \'nixtest: %s: could not prepare the working directory: %s\\n\' "$nt_name" "$1" >&2',
-        "    nt_cleanup; exit 3",
-        "}",
-        "trap 'nt_cleanup; exit 130' INT",
-        "trap 'nt_cleanup; exit 143' TERM",
-        "trap 'nt_cleanup; exit 129' HUP",
+        _TRUSTED,
+        f'    nt_wd=$(mktemp -d "${{TMPDIR:-/tmp}}/"{q(f"nixtest-{t.package}-{t.name}.XXXXXX")}) || exit 3',
+        _CLEANUP,
     ]
     if t.kind == "autopkgtest":
         return "\n".join(lines + _autopkgtest_lines(plan))
@@ -307,29 +383,23 @@ def render(plan: WrapperPlan) -> str:
             lines.append(f"mkdir -p -- {parent} && cp -- {q(src)} {target} || nt_fail {q('sources.' + dest)}")
     if t.skel is not None or t.sources:
         lines.append('chmod -R u+w -- "$nt_wd" || nt_fail chmod')
-    if t.skel is None and not t.sources:
-        # nixtest's own run makes this link itself (runner.profile_link): a process less a test
-        lines.append('if [ "$nt_runner" = 0 ] || [ ! -L "$nt_wd/profile" ]; then')
-        lines.append('    ln -s -- "$nt_profile" "$nt_wd/profile" || nt_fail profile')
-        lines.append("fi")
-    else:
         lines.append('ln -s -- "$nt_profile" "$nt_wd/profile" || nt_fail profile')
+    else:
+        lines.append(_PROFILE_LINK)
     for link, link_target in plan.links.items():
         if os.path.dirname(link):
             lines.append(
                 f'mkdir -p -- "$nt_wd"/{q(os.path.dirname(link))} || nt_fail {q("symlinks." + link)}'
             )
         lines.append(f'ln -s -- {q(link_target)} "$nt_wd"/{q(link)} || nt_fail {q("symlinks." + link)}')
-    lines += ['cd -- "$nt_wd" || nt_fail cd']
-    # nixtest's own run of a Python-driven test: its zygote starts the driver (nixtest.child.zygote)
-    lines += ['if [ "$nt_mode" = prepare ] && [ "$nt_runner" = 1 ]; then exit 0; fi', ""]
+    lines.append(_SUPERVISOR)
 
     env = plan.environment()
-    lines.append("# The test's environment: cleared, then the profile, the test's variables, its secrets.")
     assigns = ['HOME="$nt_wd"', 'TMPDIR="$nt_wd/.tmp"']
     libraries = ""
+    driven = plan.driven
     for key, value in env.items():
-        if key == "LD_LIBRARY_PATH" and plan.driven:
+        if key == "LD_LIBRARY_PATH" and driven:
             # The driver hands it on to the test's commands: its own
             # interpreter must not load the profile's libraries.  A shell gets it as it is.
             libraries = value
@@ -339,31 +409,24 @@ def render(plan: WrapperPlan) -> str:
     # the profiles are shared by every test and run: read-only to the test, also to root
     profiles = ['"$nt_profile"'] + [q(p) for p in plan.read_only()[1:]]
     keep += "".join(f" --read-only {p}" for p in profiles)
-    timed = "run" if t.kind == "run" and not plan.driven else "none"
+    timed = "run" if t.kind == "run" and not driven else "none"
     lines += [
-        "# The supervisor (nixtest.child.reaper) clears the environment as `env -i` does, takes the",
-        "# secrets from ours by name (no value is ever in an argv), and ends every process the",
-        "# test leaves behind.  It dies with its parent: with nixtest, or with this script.",
-        'if [ "$nt_runner" = 1 ]; then nt_parent=$PPID; else nt_parent=$$; fi',
-        "nt_timer=0",
+        _SUPERVISOR_NOTE,
         f'if [ {timed} = run ] && [ "$nt_mode" = run ]; then nt_timer=$nt_timeout; fi',
         'set -- "$nt_python" -I $nt_reaper --parent "$nt_parent" --name "$nt_name" \\',
         f'    --timeout "$nt_timer" --result "$nt_result"{keep} -- \\',
-    ]
-    lines += [f"    {a} \\" for a in assigns]
-    lines[-1] = lines[-1][:-2]
-    lines += [
+        " \\\n".join(f"    {a}" for a in assigns),
         'if [ "$nt_mode" = shell ]; then',
-        "    # The terminal's TERM is passed on to an interactive shell or debugger.",
-        f'    set -- "$@" ${{TERM+"TERM=$TERM"}} PS1={q("[nixtest " + name + "] $ ")} "$nt_shell"',
-        "    # bash reads no rc file (the host's /etc/bash.bashrc): the test reads none either",
-        '    if [ "${nt_shell##*/}" = bash ]; then set -- "$@" --norc; fi',
-        '    "$@" -i',
-        "    nt_status=$?",
     ]
     if libraries:
-        lines.insert(-6, f'    set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}')
-    lines.append("else")
+        lines.append(f'    set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}')
+    lines += [
+        "    # The terminal's TERM is passed on to an interactive shell or debugger.",
+        f'    set -- "$@" ${{TERM+"TERM=$TERM"}} PS1={q("[nixtest " + name + "] $ ")} "$nt_shell"',
+        _SHELL_END,
+        "else",
+    ]
+    command = " ".join(q(word) for word in plan.command()) if t.run is not None else ""
     if t.run is not None:
         # nixtest's own run: the command is all that runs, and nixtest checks its exit
         # code and its `expect` patterns on the output it captured (nixtest.child.expect)
@@ -371,31 +434,23 @@ def render(plan: WrapperPlan) -> str:
             '    if [ "$nt_runner" = 1 ]; then',
             '        printf \'{"type": "exec"}\\n\' >> "$nt_result"',
             *([f'        set -- "$@" {q("LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
-            f'        exec "$@" {" ".join(q(word) for word in plan.command())}',
+            f'        exec "$@" {command}',
             "    fi",
         ]
-    if plan.driven:
+    if driven:
         lines += [
             *([f'    set -- "$@" {q("NIXTEST_LD_LIBRARY_PATH=" + libraries)}'] if libraries else []),
             '    if [ "$nt_mode" = ipdb ]; then set -- "$@" ${TERM+"TERM=$TERM"}; fi',
             # the same arguments as WrapperPlan.driver_arguments
             f'    set -- "$@" "$nt_python" -I -m nixtest.driver --spec {q(json.dumps(plan.spec()))}',
-            '    if [ -n "$nt_result" ]; then set -- "$@" --result "$nt_result"; fi',
-            '    if [ "$nt_mode" = ipdb ]; then set -- "$@" --ipdb; fi',
-            '    set -- "$@" --timeout "$nt_timeout"',
-            '    if [ "$nt_runner" = 1 ]; then exec "$@"; fi  # nothing is left to do after it',
-            '    "$@"',
-            "    nt_status=$?",
+            _DRIVER_END,
         ]
     else:
         assert t.run is not None
         lines += [
             "    # Timed by the supervisor (--timeout): SIGTERM to all the test started, SIGKILL 5 s later.",
-            f'    "$@" {" ".join(q(word) for word in plan.command())}',
-            "    nt_rc=$?",
-            '    if [ "$nt_timer" != 0 ] && [ "$nt_rc" -eq 124 ]; then',
-            '        printf \'nixtest: %s timed out after %s seconds\\n\' "$nt_name" "$nt_timer" >&2',
-            "    fi",
+            f'    "$@" {command}',
+            _RUN_TIMED,
             f'    if [ "$nt_rc" -eq {t.expect.exit} ]; then',
             "        nt_status=0",
             "    else",
@@ -404,7 +459,7 @@ def render(plan: WrapperPlan) -> str:
             "        nt_status=1",
             "    fi",
         ]
-    lines += ["fi", "nt_cleanup", 'exit "$nt_status"', ""]
+    lines.append(_END)
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from nixtest import definitions
 from nixtest.definitions import (
     DEFAULT_TIMEOUT,
     BadTest,
@@ -16,6 +18,7 @@ from nixtest.definitions import (
     display_path,
     find_packages,
     load_package,
+    real_path,
 )
 from nixtest.definitions import TestDef as Def
 from nixtest.errors import DefinitionError
@@ -164,6 +167,148 @@ def test_display_path_is_relative_below_the_current_folder(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert display_path(tmp_path / "pt" / "hello" / "tests.yaml") == os.path.join("pt", "hello", "tests.yaml")
+
+
+def test_display_path_is_relpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut by hand gives relpath's text, below the current folder, beside it and above it."""
+    below = tmp_path / "cwd"
+    below.mkdir()
+    monkeypatch.chdir(below)
+    for path in (
+        below / "pt" / "hello" / "tests.yaml",
+        f"{below}/pt//hello/./x/../tests.yaml",
+        f"{below}/pt/hello/",
+        below,
+        f"{below}x/tests.yaml",  # the same prefix, another folder
+        tmp_path / "beside" / "tests.yaml",
+        "/",
+        "relative/tests.yaml",
+    ):
+        assert display_path(path) == os.path.relpath(path), path
+
+
+def test_real_path_is_realpath(tmp_path: Path) -> None:
+    (tmp_path / "real" / "pkg").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("real")
+    (tmp_path / "real" / "alias").symlink_to("pkg")
+    (tmp_path / "real" / "loop").symlink_to("loop")
+    known: dict[str, str] = {}
+    for _ in range(2):  # the second time from what `known` kept
+        for path in (
+            tmp_path / "link" / "pkg",
+            tmp_path / "link" / "alias",
+            tmp_path / "link" / "loop",
+            tmp_path / "link" / "missing",
+            f"{tmp_path}/link/pkg/..",
+            f"{tmp_path}//link/./pkg",
+            "/",
+            "/usr",
+        ):
+            assert real_path(path, known) == os.path.realpath(path), path
+    assert known[str(tmp_path / "link")] == str(tmp_path / "real")
+
+
+def test_package_folder_names_are_resolved_with_known_parents(tmp_path: Path) -> None:
+    write_package(tmp_path / "real", "hello", "tests: {a: {run: hello}}")
+    (tmp_path / "real" / "other").symlink_to("hello")
+    (tmp_path / "link").symlink_to("real")
+    known: dict[str, str] = {}
+    for name in ("hello", "other"):
+        test = good(load_package(tmp_path / "link" / name, known), "a")
+        assert test.package == "hello"
+        assert test.file == tmp_path / "real" / "hello" / "tests.yaml"
+        assert test == good(load_package(tmp_path / "link" / name), "a")
+
+
+#: documents the fast way makes itself, and documents it leaves to PyYAML's constructor
+YAML_DOCUMENTS = [
+    "tests: {a: {run: hello}}",
+    "tests:\n  a:\n    run: hello\n    expect: {exit: 3, stdout: '^x$'}\n    timeout: 1.5\n",
+    "tests: {a: {run: hello, run: bye}, a: {}}",
+    "tests: {1: x, true: y, 1.0: z, null: w, ~: v, 0x1F: u, .inf: t, -.NaN: s}",
+    "tests: {a: [1, two, 3.0, no, null, [nested, {deep: [yes]}]]}",
+    "tests:\n  a: ''\n  b: \"quoted: yes\"\n  c: !!str 12\n  d: !!int '7'\n  e: |\n    block\n",
+    "",
+    "# only a comment\n",
+    "just a string",
+    "[1, 2]",
+    "tests: {a: 2001-12-14}",
+    "tests: {a: !!binary aGVsbG8=}",
+    "tests: {a: !custom x}",
+    "tests: {a: !!python/object:os.system x}",
+    "tests: {a: {<<: {run: x}, timeout: 3}}",
+    "tests: {=: x}",
+    "tests: {a: =}",
+    "tests: {[1, 2]: x}",
+    "tests: {{a: 1}: x}",
+    "tests: {!!str 1: x}",
+    "tests: &a {b: *a}",
+    "common: &c {run: x}\ntests: {a: *c, b: *c}",
+    "tests: {a: &s hello, b: *s}",
+    "tests: {a: *undefined}",
+    "tests: {a: &d 1, b: &d 2}",
+    "tests: {a: [}",
+    "tests: a: b",
+    "---\ntests: {}\n---\ntests: {}\n",
+    "tests: {a: !!map [1]}",
+    "tests: {a: !!seq {b: 1}}",
+    "tests: {a: !!str {b: 1}}",
+    "tests: {a: !!null x}",
+    "tests: {a: !!bool maybe}",
+    "tests: {a: !!int nope}",
+    "[" * 2000 + "]" * 2000,
+    "x: &a [1,1,1,1,1,1,1,1,1]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "z: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nw: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "v: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nu: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
+]
+
+
+def _full_way(text: str) -> object:
+    definitions._bound_aliases(text)
+    return yaml.load(text, Loader=definitions._UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
+def _outcome(load: object, text: str) -> object:
+    """What loading gives: the values with each mapping's noted duplicates, or the error's type and text."""
+
+    def shape(value: object, depth: int = 0) -> object:
+        if depth > 50:  # a recursive document
+            return "..."
+        if isinstance(value, dict):
+            items = [(shape(k, depth + 1), shape(v, depth + 1)) for k, v in value.items()]
+            return ("map", type(value).__name__, getattr(value, "duplicates", None), items)
+        if isinstance(value, list):
+            return ("seq", [shape(v, depth + 1) for v in value])
+        return (type(value).__name__, repr(value))
+
+    try:
+        return shape(load(text))  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - the error is what is compared
+        return ("error", type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("text", YAML_DOCUMENTS, ids=range(len(YAML_DOCUMENTS)))
+def test_fast_yaml_loading_gives_what_pyyaml_gives(text: str) -> None:
+    assert _outcome(definitions._load, text) == _outcome(_full_way, text)
+
+
+def test_plain_documents_take_the_fast_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tests.yaml of strings, numbers, lists and mappings never reaches PyYAML's constructor."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the full way was taken")
+
+    monkeypatch.setattr(definitions, "_bound_aliases", refused)
+    for text in YAML_DOCUMENTS[:6]:
+        definitions._load(text)
+    assert definitions._load(YAML_DOCUMENTS[2])["tests"].duplicates == ("a",)
+
+
+def test_a_document_over_the_node_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(definitions, "MAX_NODES", 10)
+    with pytest.raises(definitions.DefinitionsUnreadable, match="more than 10 values"):
+        definitions._load("tests: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]")
+    assert definitions._load("tests: [1, 2, 3, 4, 5, 6, 7]") == {"tests": [1, 2, 3, 4, 5, 6, 7]}
 
 
 # --------------------------------------------------------------------------- errors of one test

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from nixtest import __version__
 from nixtest.definitions import TestDef
@@ -58,8 +58,13 @@ class Inputs:
         return shown
 
 
+#: what `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)` uses, made once
+#: (json.dumps makes an encoder a call when given options: about 3 us)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(data)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -89,10 +94,20 @@ def _tree(path: Path, label: str, into: dict[str, str]) -> None:
 
 
 def _relative(path: Path, base: Path) -> str:
+    text, prefix = str(path), str(base)
+    # the common case by text (pathlib's relative_to compares parts: about 4 us a call)
+    if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] == "/" and "//" not in text:
+        return text[len(prefix) + 1 :]
     try:
         return str(path.relative_to(base))
     except ValueError:
         return str(path)
+
+
+#: the fields of a definition its key's "definition" part covers (the others are parts of their own)
+_DEFINITION_FIELDS = tuple(
+    f.name for f in fields(TestDef) if f.name not in ("file", "environment", "timeout", "timeout_set")
+)
 
 
 def definition_parts(test: TestDef) -> dict[str, Any]:
@@ -101,16 +116,15 @@ def definition_parts(test: TestDef) -> dict[str, Any]:
     Relative paths: moving the whole tests folder changes no key.
     """
     base = test.package_dir
-    data: dict[str, Any] = {}
-    for f in fields(test):
-        if f.name in ("file", "environment", "timeout", "timeout_set"):
-            continue
-        value = getattr(test, f.name)
-        data[f.name] = _plain(value, base)
-    return data
+    return {name: _plain(getattr(test, name), base) for name in _DEFINITION_FIELDS}
 
 
 def _plain(value: Any, base: Path) -> Any:
+    kind = type(value)
+    if kind is str or value is None or kind is int or kind is float or kind is bool:
+        return value
+    if kind is tuple and not value:
+        return []
     if isinstance(value, Path):
         return _relative(value, base)
     if isinstance(value, dict):
@@ -118,8 +132,15 @@ def _plain(value: Any, base: Path) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v, base) for v in value]
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name), base) for f in fields(value)}
+        names = _FIELD_NAMES.get(kind)
+        if names is None:
+            names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+        return {name: _plain(getattr(value, name), base) for name in names}
     return value
+
+
+#: a dataclass (Expect, Symlink...) -> its fields' names
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def file_parts(test: TestDef) -> dict[str, str]:
@@ -199,6 +220,11 @@ class _Known:
         #: each package's dependencies, resolved once (dpkg's resolve alternatives and
         #: virtual packages: about 3 us a package, 20 packages a closure)
         self.depends: dict[str, list[str]] = {}
+        #: each package walked so far -> its closure (the packages of one dependency cycle
+        #: share one set)
+        self.reached: dict[str, frozenset[str]] = {}
+        #: the protocol checked once, not per closure (a runtime_checkable isinstance costs ~5 us)
+        self.identified = isinstance(pset, IdentifiedSet)
 
     def dependencies(self, name: str) -> list[str]:
         found = self.depends.get(name)
@@ -207,6 +233,66 @@ class _Known:
             assert pset is not None
             found = self.depends[name] = pset.dependencies(name)
         return found
+
+    def reach(self, root: str) -> frozenset[str]:
+        """`root` and everything it depends on, transitively; `_Missing` if one is not in the set.
+
+        Each package's closure is the union of its dependencies' closures, made once: a
+        closure of its own per test (one test a package) was a walk of its 20-odd
+        packages in Python each, now it is a union of a few sets.  Tarjan's algorithm
+        (without recursion) finds the dependency cycles (libc6 <-> libgcc-s1), whose
+        packages share a closure.
+        """
+        found = self.reached.get(root)
+        if found is not None:
+            return found
+        pset = self.pset()
+        assert pset is not None
+        reached = self.reached
+        order: dict[str, int] = {}  # the walk's number of each package met and not yet done
+        low: dict[str, int] = {}
+        stack: list[str] = []  # the packages met whose cycle is not yet known
+        if not pset.has(root):
+            raise _Missing
+        order[root] = low[root] = 0
+        stack.append(root)
+        path = [(root, iter(self.dependencies(root)))]
+        while path:
+            name, todo = path[-1]
+            for dep in todo:
+                if dep in reached:
+                    continue
+                if dep in order:  # on the stack: in the cycle being walked, or above it
+                    low[name] = min(low[name], order[dep])
+                    continue
+                if not pset.has(dep):
+                    raise _Missing
+                order[dep] = low[dep] = len(order)
+                stack.append(dep)
+                path.append((dep, iter(self.dependencies(dep))))
+                break
+            else:
+                path.pop()
+                if path:
+                    parent = path[-1][0]
+                    low[parent] = min(low[parent], low[name])
+                if low[name] == order[name]:
+                    cycle = stack[stack.index(name) :]
+                    del stack[len(stack) - len(cycle) :]
+                    found_set = set(cycle)
+                    for member in cycle:
+                        for dep in self.dependencies(member):
+                            if dep not in found_set:
+                                found_set |= reached[dep]
+                    frozen = frozenset(found_set)
+                    for member in cycle:
+                        reached[member] = frozen
+                        del order[member]
+        return reached[root]
+
+
+class _Missing(Exception):
+    """A package of a closure is not in the set: `closure` says which, as it always did."""
 
 
 #: package set -> what its tests share: the tests of one package (or of one closure) share one
@@ -225,36 +311,52 @@ def _known(pset: PackageSet) -> _Known:
         return _Known(pset)
 
 
-def _closure_of(pset: PackageSet, roots: set[str]) -> list[str]:
-    """`closure`, walked once per distinct set of roots."""
-    known = _known(pset)
+def _closure_of(pset: PackageSet, roots: set[str], known: _Known | None = None) -> list[str]:
+    """`closure`, made once per distinct set of roots, from each package's closure made once."""
+    known = _known(pset) if known is None else known
     key = frozenset(roots)
     names = known.closures.get(key)
     if names is None:
-        names = known.closures[key] = closure(pset, roots, known.dependencies)
+        if getattr(pset, "identity_covers_dependencies", False):
+            names = closure(pset, roots, known.dependencies)
+        else:
+            try:
+                union: set[str] = set()
+                for root in roots:
+                    union |= known.reach(root)
+                names = sorted(union)
+            except _Missing:
+                closure(pset, roots, known.dependencies)  # raises UnknownPackage for the first one
+                raise AssertionError("a closure with a package not in its set") from None
+        known.closures[key] = names
     return names
 
 
-def _identities(pset: PackageSet, names: list[str]) -> _Closure:
+def _identities(pset: PackageSet, names: list[str], shared: _Known | None = None) -> _Closure:
     """Each package's (shown, full) identity, as two dicts shared by the tests of the same closure."""
-    known = _known(pset).identities
+    shared = _known(pset) if shared is None else shared
+    known = shared.identities
     found = known.get(tuple(names))
     if found is None:
-        full: dict[str, str] = {}
-        shown: dict[str, str] = {}
-        # the protocol checked once, not per package (a runtime_checkable isinstance costs ~5 us)
-        identify = pset.package_identity if isinstance(pset, IdentifiedSet) else None
-        for name in names:
-            if identify is not None:
-                shown[name], full[name] = identify(name)
-            else:
-                shown[name] = full[name] = pset.version(name)
+        if shared.identified:
+            pairs = list(map(cast(IdentifiedSet, pset).package_identity, names))
+            shown = {name: pair[0] for name, pair in zip(names, pairs)}
+            full = {name: pair[1] for name, pair in zip(names, pairs)}
+        else:
+            shown = {name: pset.version(name) for name in names}
+            full = dict(shown)
         found = known[tuple(names)] = _Closure(shown, full)
     return found
 
 
 def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(data)
+
+
+#: `json.dumps(s, ensure_ascii=False)` of a string `s`
+_string: Callable[[str], str] = json.encoder.encode_basestring
+#: the parts' names as JSON strings
+_LABELS: dict[str, str] = {}
 
 
 def _key(parts: dict[str, Any], packages_text: str) -> str:
@@ -267,10 +369,23 @@ def _key(parts: dict[str, Any], packages_text: str) -> str:
     for name in sorted(parts):
         if name == "shown":
             continue
-        value = packages_text if name == "packages" else _canonical(parts[name])
-        items.append(f"{_canonical(name)}:{value}")
+        value = parts[name]
+        if name == "packages":
+            text = packages_text
+        elif type(value) is str:
+            text = _string(value)  # what json.dumps makes of a string, without its encoder object
+        else:
+            text = _canonical(value)
+        label = _LABELS.get(name)
+        if label is None:
+            label = _LABELS[name] = _string(name)
+        items.append(f"{label}:{text}")
     text = "{" + ",".join(items) + "}"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+#: the "environment" part of a test that sets no variable (most of them)
+_NO_ENVIRONMENT = _digest([])
 
 
 def timeout_of(test: TestDef, override: float | None) -> float:
@@ -292,11 +407,12 @@ def inputs_of(
     `packages` is the closure when the caller has it (an autopkgtest's: its
     Depends closure and the essential packages).
     """
+    known = _known(pset)
     if packages is not None:
         names = sorted(set(packages))
     else:
-        names = _closure_of(pset, test.packages_needed() | {test.package})
-    shared = _identities(pset, names)
+        names = _closure_of(pset, test.packages_needed() | {test.package}, known)
+    shared = _identities(pset, names, known)
     shown, full = shared.shown, shared.full
     parts: dict[str, Any] = {
         "format": KEY_FORMAT,
@@ -306,7 +422,7 @@ def inputs_of(
         "shown": shown,
         "timeout": timeout_of(test, timeout),
         # values, but of `environment` only: `secrets` are names in the definition
-        "environment": _digest(sorted(test.environment.items())),
+        "environment": _digest(sorted(test.environment.items())) if test.environment else _NO_ENVIRONMENT,
         "nixtest": __version__,
         "python": os.path.realpath(python) if test.kind in ("classic", "pytest") else "",
     }
