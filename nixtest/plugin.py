@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nixtest.definitions import DEFINITIONS_FILE, is_package_folder, load_package
+from nixtest.definitions import DEFINITIONS_FILE, is_package_folder, load_package, real_path
 from nixtest.errors import NixtestError
 from nixtest.history.compare import from_file as baseline_file
 from nixtest.history.session import FAIL_ON, HistorySession, parse_retries
@@ -22,6 +22,7 @@ from nixtest.items import (
     CONTEXT_KEY,
     HANDOFF_KEY,
     INTERRUPTED_KEY,
+    REALPATHS_KEY,
     RESULT_PROPERTY,
     AutopkgtestFolder,
     PackageFolder,
@@ -292,7 +293,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     path = collection_path
     try:
         if os.path.isdir(path):
-            real = os.path.realpath(path)
+            # the folder above resolved once (an lstat a folder, not one a component)
+            real = real_path(path, config.stash.setdefault(REALPATHS_KEY, {}))
             seen = config.stash[SEEN_KEY]
             if real in seen:
                 # a symlink back up (a loop) or a second name of a folder: collected once
@@ -325,7 +327,8 @@ def _is_suite(path: Path) -> bool:
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
     if config.getoption("nixtest_packages_only"):
-        config.stash[SEEN_KEY].setdefault(os.path.realpath(path), str(path))
+        known = config.stash.setdefault(REALPATHS_KEY, {})
+        config.stash[SEEN_KEY].setdefault(real_path(path, known), str(path))
     if is_package_folder(path):
         return PackageFolder.from_parent(parent, path=path)
     if _is_suite(path):

@@ -103,9 +103,16 @@ def check_tree(path: Path | str) -> str | None:
 def make_folders(path: Path | str, mode: int = 0o755) -> Path:
     """`mkdir -p`, then checks that every folder made or found is the running user's, and no symlink."""
     path = Path(path)
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(path, mode=mode, exist_ok=True)
-    info = os.lstat(path)
+    try:
+        # a folder there already (a test's log folder, each test): one lstat, not makedirs'
+        # stat, mkdir and stat before it
+        info: os.stat_result | None = os.lstat(path)
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(path, mode=mode, exist_ok=True)
+        info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise UntrustedPath(f"{path} is not a folder of its own (a symlink or a file)")
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:

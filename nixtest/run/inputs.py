@@ -20,6 +20,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -340,8 +341,8 @@ def _identities(pset: PackageSet, names: list[str], shared: _Known | None = None
     if found is None:
         if shared.identified:
             pairs = list(map(cast(IdentifiedSet, pset).package_identity, names))
-            shown = {name: pair[0] for name, pair in zip(names, pairs)}
-            full = {name: pair[1] for name, pair in zip(names, pairs)}
+            shown = dict(zip(names, map(itemgetter(0), pairs)))
+            full = dict(zip(names, map(itemgetter(1), pairs)))
         else:
             shown = {name: pset.version(name) for name in names}
             full = dict(shown)
