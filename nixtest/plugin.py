@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import signal
@@ -266,6 +267,9 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
             from nixtest.progress import build_profiles, terminal_say
 
             build_profiles(definitions, config.stash[CONTEXT_KEY], terminal_say(config))
+        # What collection made lives until the end: the collector need not scan it
+        # again at each collection of the run (whose objects are a few per test).
+        gc.freeze()
     yield
 
 
