@@ -65,6 +65,8 @@ class PackageTest(pytest.Item):
             self.user_properties.append((RESULT_PROPERTY, result.to_json()))
 
     def setup(self) -> None:
+        if self.planned is None and self.finished is not None:
+            return  # prepared and run by a worker process (nixtest.run.workers)
         prepared = self.planned if self.planned is not None else prepare(self.definition, self.context)
         self.planned = None
         if isinstance(prepared, TestResult):
@@ -77,9 +79,12 @@ class PackageTest(pytest.Item):
         self.prepared = prepared
 
     def runtest(self) -> None:
-        assert self.prepared is not None
         try:
-            result = self.finished if self.finished is not None else execute(self.prepared, self.context)
+            if self.finished is not None:
+                result = self.finished
+            else:
+                assert self.prepared is not None
+                result = execute(self.prepared, self.context)
         except Interrupted as stop:
             # pytest reports nothing for a test Ctrl-C stopped: the reports still list it
             self.config.stash[INTERRUPTED_KEY].append((self.nodeid, stop.result))

@@ -1,13 +1,17 @@
 """`-j N`: up to N package tests at once inside this one pytest process.
 
-The wrappers are the work: a thread of the pool (`nixtest.run.pool`) starts a
-test's wrapper and waits on it; everything of pytest's stays on the main
-thread.  There, a test's profile and wrapper are made (`runner.prepare`)
-before its wrapper starts, and when the wrapper ends the item's usual
-protocol runs (`pytest_runtest_protocol`: setup, call, teardown and their
-reports), which only reports what was done.  So every plugin sees the same
-hooks as in a serial run, one item after the other, each as its test ends:
-`-x`, `--maxfail`, `-k`, `--lf`, the terminal, junitxml.
+The wrappers are the work.  Everything of pytest's stays on this process's
+main thread; each test's own work is done in one of N worker processes
+(`nixtest.run.workers`), forked once the tests are collected: there a test's
+profile and wrapper are made (`runner.prepare`) and the test runs
+(`runner.execute`), and the result comes back.  The pool's threads
+(`nixtest.run.pool`) only hand a test to a worker and wait; when a test ends
+the item's usual protocol runs (`pytest_runtest_protocol`: setup, call,
+teardown and their reports), which only reports what was done.  So every
+plugin sees the same hooks as in a serial run, one item after the other,
+each as its test ends: `-x`, `--maxfail`, `-k`, `--lf`, the terminal,
+junitxml.  Where forking is not safe (another thread already runs), the
+pool's threads run the tests themselves, prepared on the main thread.
 
 Under pytest-xdist (`-n`, `--dist`, `--tx`) its own loop runs instead; each
 worker then starts ahead the wrappers of the tests it was handed, on the same
@@ -20,16 +24,18 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
-from nixtest.definitions import Definition
+from nixtest.definitions import Definition, TestDef
 from nixtest.items import CONTEXT_KEY, INTERRUPTED_KEY, PackageTest
 from nixtest.results import TestResult
 from nixtest.run.pool import Done, Pool
+from nixtest.run.workers import Workers
 from nixtest.runner import Context, Prepared, error_result, execute, prepare
+from nixtest.wrappers import wrapper_path
 
 
 def parse_jobs(value: str, where: str) -> int:
@@ -175,19 +181,43 @@ class RunLoop:
         return True
 
 
+#: what a worker process sends back for a test: ("setup", the error that kept it from
+#: running) or ("ran", its result)
+Handed = tuple[str, TestResult]
+
+
 class _Run:
     def __init__(self, session: pytest.Session, jobs: int) -> None:
         self.session = session
         self.items = session.items
         self.context = session.config.stash[CONTEXT_KEY]
-        self.pool: Pool[int, TestResult] = Pool(jobs)
+        self.pool: Pool[int, Any] = Pool(jobs)
+        #: the processes that prepare and run the tests (None: this process does)
+        self.workers: Workers[Handed] | None = None
         #: index of the first item not started yet
         self.next_index = 0
         #: started and not reported yet
         self.running: dict[int, PackageTest] = {}
 
+    def _start_workers(self) -> None:
+        """Forks the worker processes if this run has package tests and forking is safe."""
+        if not any(isinstance(item, PackageTest) for item in self.items) or not Workers.can_fork():
+            return
+        self.context.scratch  # noqa: B018 - one scratch folder, the parent's, for all
+        self.workers = Workers(self.pool.jobs, self._work, self.context.after_fork)
+
+    def _work(self, index: int, on_start: Callable[[int], None]) -> Handed:
+        """In a worker process: a test's preparation and its run."""
+        item = self.items[index]
+        assert isinstance(item, PackageTest)
+        planned = prepare(item.definition, self.context)
+        if isinstance(planned, TestResult):
+            return "setup", planned
+        return "ran", execute(planned, self.context, on_start=on_start)
+
     def run(self) -> None:
         try:
+            self._start_workers()
             while self.next_index < len(self.items) or self.running:
                 self._start_what_fits()
                 if self.running:
@@ -200,6 +230,8 @@ class _Run:
             self.pool.cancel()
             self.pool.close()
             self.running.clear()
+            if self.workers is not None:
+                self.workers.close()
 
     def _stopped(self, why: str) -> None:
         """The tests Ctrl-C (SIGTERM, SIGHUP) stopped: in the reports, as errors that say so."""
@@ -215,16 +247,23 @@ class _Run:
             ended.add(done.key)
             item = self.running.get(done.key)
             if item is not None and done.error is None and done.result is not None:
-                stopped.append((item.nodeid, done.result))
+                stopped.append((item.nodeid, self._take(item, done)))
         for index, item in self.running.items():
+            if index in ended:
+                continue
             planned = item.planned
-            if index not in ended and isinstance(planned, Prepared):
-                result = error_result(
-                    item.definition,
-                    f"interrupted ({why}): the test was stopped and its processes killed",
-                    wrapper=str(planned.wrapper),
-                )
-                stopped.append((item.nodeid, result))
+            if isinstance(planned, Prepared):
+                wrapper = str(planned.wrapper)
+            elif self.workers is not None and isinstance(item.definition, TestDef):
+                wrapper = str(wrapper_path(self.context.out, item.definition.package, item.definition.name))
+            else:
+                continue
+            result = error_result(
+                item.definition,
+                f"interrupted ({why}): the test was stopped and its processes killed",
+                wrapper=wrapper,
+            )
+            stopped.append((item.nodeid, result))
 
     def _start_what_fits(self) -> None:
         while self.next_index < len(self.items) and not self.pool.full:
@@ -239,6 +278,9 @@ class _Run:
                 continue
             self.next_index += 1
             self.running[index] = item
+            if self.workers is not None:
+                self._hand_over(self.workers, index)
+                continue
             planned = prepare(item.definition, self.context)
             item.planned = planned
             if isinstance(planned, TestResult):
@@ -247,11 +289,35 @@ class _Run:
                 continue
             submit(self.pool, index, planned, self.context)
 
+    def _hand_over(self, workers: Workers[Handed], index: int) -> None:
+        """Starts a test in a worker process; Ctrl-C or `-x` (`Pool.cancel`) kills its process group."""
+        job = _Job()
+        self.pool.submit(index, lambda: workers.run(index, job.started), job.cancel)
+
+    def _take(self, item: PackageTest, done: Done[int, Any]) -> TestResult:
+        """A finished job's result, kept on its item for the item's protocol."""
+        if self.workers is None or done.error is not None:
+            item.finished = result_of(done, item.definition)
+            return item.finished
+        assert done.result is not None
+        kind, result = done.result
+        if kind == "setup":
+            item.planned = result  # its setup reports the error, as when prepared here
+        else:
+            item.finished = result
+        assert isinstance(result, TestResult)
+        return result
+
     def _report_one(self) -> None:
         done = self.pool.next()
         assert done is not None
         item = self.running[done.key]
-        item.finished = result_of(done, item.definition)
+        if not self._take(item, done).is_bad:
+            # The freed slot is filled before this test's protocol runs, so that the
+            # next test's processes run while pytest reports this one.  A failure is
+            # reported first: it may stop the run (-x, --maxfail), and then nothing
+            # more may start, as in a serial run.
+            self._start_what_fits()
         self._finish(done.key)
 
     def _finish(self, index: int) -> None:
@@ -269,8 +335,9 @@ class _Run:
             return None
         if len(candidates) == 1 or (not self.running and self.next_index == len(self.items) - 1):
             return candidates[0]
-        if not self.running and self.pool.jobs == 1:
-            return self.items[self.next_index]  # one at a time: the next in order
+        if self.pool.jobs == 1:
+            # one at a time: the one running, else the next in order
+            return next(iter(self.running.values())) if self.running else self.items[self.next_index]
         chain = candidates[0].listchain()
         for other in candidates[1:]:
             chain = _common(chain, other.listchain())

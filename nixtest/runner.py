@@ -143,7 +143,8 @@ class Context:
                 self._zygote = Zygote(sys.executable)
             return self._zygote
 
-    def close(self) -> None:
+    def close_servers(self) -> None:
+        """Ends the spawners and the zygote this process started."""
         with self._zygote_lock:
             servers = [*self._spawners.values(), self._zygote]
             self._spawners.clear()
@@ -151,6 +152,22 @@ class Context:
         for server in servers:
             if server is not None:
                 server.close()
+
+    def after_fork(self) -> None:
+        """In a forked worker process (nixtest.run.workers): nothing of the parent's to share.
+
+        The servers it started are the parent's (none are started before the
+        fork); the cache opens the history again.
+        """
+        self._spawners = {}
+        self._zygote = None
+        self._zygote_lock = threading.Lock()
+        forked = getattr(self.cache, "after_fork", None)
+        if forked is not None:
+            self.cache = forked()
+
+    def close(self) -> None:
+        self.close_servers()
         if self._scratch is not None:
             _remove_tree(self._scratch)
             self._scratch = None

@@ -58,8 +58,11 @@ def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Sui
     meet.mkdir()
     # Each waits for the other to have started: run one at a time, both would time out.
     wait = "for i in $(seq 600); do [ -e {other} ] && exit 0; sleep 0.05; done; exit 1"
-    # the parent of the command's supervisor (nixtest's spawner)
-    up = f"cut -d' ' -f4 /proc/$PPID/stat > {meet}/{{side}}.ppid"
+    # the parent of the command's supervisor (nixtest's spawner), and its parent
+    up = (
+        f"p=$(cut -d' ' -f4 /proc/$PPID/stat); echo $p > {meet}/{{side}}.ppid; "
+        f"cut -d' ' -f4 /proc/$p/stat > {meet}/{{side}}.pppid"
+    )
     suite.package(
         "coreutils",
         f"""
@@ -77,10 +80,15 @@ def test_j2_runs_two_tests_at_once_as_children_of_the_nixtest_process(suite: Sui
     assert junit_outcomes(suite.out) == {"coreutils::left": "passed", "coreutils::right": "passed"}
     assert "nixtest: up to 2 tests at a time, in this process" in output
     assert "workers" not in output, "-j must not start pytest-xdist workers"
-    # nixtest's spawner is the test's supervisor, which starts the command: the
-    # spawner's parent is the nixtest process itself
+    # nixtest's spawner is the test's supervisor, which starts the command; the
+    # spawner's parent is one of the nixtest process's workers (nixtest.run.workers),
+    # two of them: the tests ran at once, each prepared and run by its own worker
+    workers = {int((meet / f"{side}.ppid").read_text()) for side in ("left", "right")}
+    assert len(workers) == 2, output
+    for worker in workers:
+        assert worker != pid
     for side in ("left", "right"):
-        assert int((meet / f"{side}.ppid").read_text()) == pid, output
+        assert int((meet / f"{side}.pppid").read_text()) == pid, output
 
 
 def test_j1_runs_one_test_at_a_time(suite: Suite) -> None:

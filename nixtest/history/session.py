@@ -51,9 +51,18 @@ class _LazyCache:
             return CacheAnswer(None, "no history to look in")
         return cache.lookup(test, inputs)
 
+    def after_fork(self) -> _LazyCache:
+        """This cache in a forked worker process (nixtest.run.workers): a connection of its own.
+
+        SQLite's connections must not cross a fork: the worker opens the same
+        database again on its first lookup.
+        """
+        return _LazyCache(self.session.forked())
+
 
 class HistorySession:
     def __init__(self, state: Path, set_spec: str, *, no_cache: bool = False) -> None:
+        self.state = state
         self.path = database_path(state)
         self.set_spec = set_spec
         self.no_cache = no_cache
@@ -64,6 +73,10 @@ class HistorySession:
         #: the cache to inject into the run context (None with --no-cache)
         self.cache = None if no_cache else _LazyCache(self)
         self.errors: list[str] = []
+
+    def forked(self) -> HistorySession:
+        """The same history, none of it opened yet: for a forked process."""
+        return HistorySession(self.state, self.set_spec, no_cache=self.no_cache)
 
     def _warn(self, message: str) -> None:
         self.errors.append(message)
