@@ -198,6 +198,8 @@ class _Run:
         self.next_index = 0
         #: started and not reported yet
         self.running: dict[int, PackageTest] = {}
+        #: the node id and result of the test whose protocol runs
+        self.reporting: tuple[str, TestResult] | None = None
 
     def _start_workers(self) -> None:
         """Forks the worker processes if this run has package tests and forking is safe."""
@@ -238,6 +240,9 @@ class _Run:
         stopped = self.session.config.stash.get(INTERRUPTED_KEY, None)
         if stopped is None:
             return
+        if self.reporting is not None:
+            # (the reports keep the one its protocol recorded, if it got that far)
+            stopped.append(self.reporting)
         # those that ended before the interrupt, not reported yet: their own results
         ended: set[int] = set()
         while self.pool.running:
@@ -322,7 +327,11 @@ class _Run:
 
     def _finish(self, index: int) -> None:
         item = self.running.pop(index)
+        result = item.finished if item.finished is not None else item.planned
+        # the test ended: if Ctrl-C comes while its protocol runs, its own result is still reported
+        self.reporting = (item.nodeid, result) if isinstance(result, TestResult) else None
         self._protocol(item, self._nextitem())
+        self.reporting = None
 
     def _nextitem(self) -> Any:
         """The item reported next if it is sure, else what all the candidates share."""
