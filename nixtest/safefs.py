@@ -122,8 +122,15 @@ def make_folders(path: Path | str, mode: int = 0o755) -> Path:
 
 def open_fresh(path: Path | str, mode: int = 0o644) -> int:
     """A new file at `path`, opened for writing: whatever was there is removed, no symlink is followed."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    for _ in range(99):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            # made again between the two calls, by another process doing the same:
+            # pytest-xdist's `--dist each` runs a test in every worker at once
+            continue
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 

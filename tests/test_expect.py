@@ -29,8 +29,11 @@ def test_problems() -> None:
 def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) -> None:
     ppid = suite.root / "ppid"
     wrong = "echo ho; echo err >&2; exit 2"
-    # the command's supervisor: its parent's pid, and its command line
-    up = f"cut -d' ' -f4 /proc/$PPID/stat > {ppid}; cat /proc/$PPID/cmdline > {ppid}.z"
+    # the command's supervisor: its parent's pid and that one's, and its command line
+    up = (
+        f"p=$(cut -d' ' -f4 /proc/$PPID/stat); echo $p > {ppid}; cut -d' ' -f4 /proc/$p/stat > {ppid}.pp; "
+        f"cat /proc/$PPID/cmdline > {ppid}.z"
+    )
     suite.package(
         "coreutils",
         f"""
@@ -42,9 +45,11 @@ def test_the_runner_checks_expect_itself_with_the_drivers_verdict(suite: Suite) 
     code, output, pid = run(suite, "-j", "1")
     assert code == 1, output
     # no driver, no shell of the wrapper's, no interpreter started for it between
-    # nixtest and the command: only its supervisor, nixtest's spawner
+    # nixtest and the command: only its supervisor, nixtest's spawner, started by
+    # one of the nixtest process's forked workers (nixtest.run.workers)
     assert b"nixtest/child/spawner.py" in ppid.with_name("ppid.z").read_bytes()
-    assert int(ppid.read_text()) == pid
+    assert int(ppid.read_text()) != pid
+    assert int(ppid.with_name("ppid.pp").read_text()) == pid
     message = f"{wrong!r} stdout does not match '^hi$'"
     failure = junit_case(suite.out, "coreutils::mismatch").find("failure")
     assert failure is not None and message in (failure.get("message") or ""), output

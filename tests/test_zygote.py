@@ -153,7 +153,8 @@ def test_killing_nixtest_ends_the_zygote_and_its_tests(suite: Suite) -> None:
         while not pids_matching(marker):
             assert proc.poll() is None and time.monotonic() < deadline, "the test never started"
             time.sleep(0.05)
-        zygotes = [p for p in pids_matching("nixtest.child.zygote") if _parent(p) == proc.pid]
+        # started by the nixtest process's worker that runs the test (nixtest.run.workers)
+        zygotes = [p for p in pids_matching("nixtest.child.zygote") if _parent(_parent(p)) == proc.pid]
         assert len(zygotes) == 1
         proc.kill()  # SIGKILL: nixtest cannot clean up
         proc.wait()
