@@ -182,10 +182,16 @@ class Workers(Generic[R]):
 
     @staticmethod
     def _death(worker: _Worker) -> str:
-        try:
-            pid, status = os.waitpid(worker.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = 0, 0
+        pid, status = 0, 0
+        # its socket closed as it exited: the exit status follows within moments
+        deadline = time.monotonic() + 2
+        while not pid and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                time.sleep(0.01)
         how = ""
         if pid and os.WIFSIGNALED(status):
             how = f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
